@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/corral-runtime/corral/cri/config"
 	"github.com/corral-runtime/corral/cri/image"
+	"github.com/corral-runtime/corral/cri/metrics"
 	"github.com/corral-runtime/corral/cri/server"
 	"github.com/corral-runtime/corral/metadata"
 )
@@ -162,6 +164,12 @@ func serve(f flags, stderr io.Writer) error {
 			log.Error("close metadata store", "error", err)
 		}
 	}()
+	// Metrics are made only when served: with none, every report is a
+	// no-op on a nil *metrics.Metrics.
+	var m *metrics.Metrics
+	if cfg.Metrics.Address != "" {
+		m = metrics.New()
+	}
 	images, err := image.New(image.Options{
 		Root:               root,
 		Store:              store,
@@ -169,11 +177,12 @@ func serve(f flags, stderr io.Writer) error {
 		ProgressTimeout:    time.Duration(cfg.Image.PullProgressTimeout),
 		InUse:              containerSnapshots(store),
 		Log:                log,
+		Metrics:            m,
 	})
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(cfg, store, server.Options{Logger: log, Version: version, Images: images, Root: root, State: state})
+	srv, err := server.New(cfg, store, server.Options{Logger: log, Version: version, Images: images, Root: root, State: state, Metrics: m})
 	if err != nil {
 		return err
 	}
@@ -184,6 +193,24 @@ func serve(f flags, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if m != nil {
+		ml, err := net.Listen("tcp", cfg.Metrics.Address)
+		if err != nil {
+			l.Close()
+			return fmt.Errorf("metrics endpoint ([metrics] address): %w", err)
+		}
+		mctx, cancel := context.WithCancel(ctx)
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			if err := m.Serve(mctx, ml); err != nil {
+				log.Error("metrics endpoint stopped", "error", err)
+			}
+		}()
+		// It serves as long as the CRI does, however that ends.
+		defer func() { cancel(); <-served }()
+		log.Info("serving metrics", "address", "http://"+ml.Addr().String()+"/metrics")
+	}
 	log.Info("corrald starting", "version", version, "root", root, "state", state,
 		"socket", socket, "config", source, "pid", os.Getpid())
 	err = srv.Serve(ctx, l)

@@ -160,7 +160,11 @@ bin_dirs = {{toml .Network.BinDirs}}
 address = {{toml .Streaming.Address}}
 
 [metrics]
-# host:port of the Prometheus endpoint (served at /metrics); "" turns it off.
+# host:port of the Prometheus endpoint, served at http://ADDRESS/metrics:
+# CRI call latency and errors per method, image pulls (bytes, durations),
+# pods and containers by state, live shims, recovery at start, CNI ADD/DEL
+# latency (all corral_*), plus Go runtime and process metrics. "" turns it
+# off. It has no authentication: keep it on loopback ("127.0.0.1:9338").
 address = {{toml .Metrics.Address}}
 
 # Runtime handlers. A pod's RuntimeClass handler (crictl runp --runtime NAME)

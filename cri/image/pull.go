@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/corral-runtime/corral/cri/metrics"
 	"github.com/corral-runtime/corral/cri/registry"
 	"github.com/corral-runtime/corral/cri/snapshot"
 	"github.com/corral-runtime/corral/metadata"
@@ -48,7 +49,10 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *runtimeapi.AuthCon
 	// not ride on one that may fail (or succeed) for reasons of its own.
 	key := normalized + "\x00" + authKey(auth)
 	return s.pulls.do(ctx, key, func(ctx context.Context) (metadata.Image, error) {
-		return s.pull(ctx, normalized, a)
+		start := time.Now()
+		img, err := s.pull(ctx, normalized, a)
+		s.metrics.ObservePull(time.Since(start), err)
+		return img, err
 	})
 }
 
@@ -465,7 +469,7 @@ func (s *Service) download(ctx context.Context, blob string, size int64, open fu
 			return struct{}{}, classify(err)
 		}
 		defer rc.Close()
-		if err := s.content.write(ctx, blob, size, progressReader{rc, st, &s.lastByte}); err != nil {
+		if err := s.content.write(ctx, blob, size, progressReader{rc, st, &s.lastByte, s.metrics}); err != nil {
 			return struct{}{}, err
 		}
 		log.Debug("layer downloaded", "blob", blob, "bytes", size, "seconds", time.Since(start).Seconds())
@@ -475,9 +479,10 @@ func (s *Service) download(ctx context.Context, blob string, size int64, open fu
 }
 
 type progressReader struct {
-	r    io.Reader
-	st   *pullState
-	last *atomic.Int64
+	r       io.Reader
+	st      *pullState
+	last    *atomic.Int64
+	metrics *metrics.Metrics
 }
 
 func (p progressReader) Read(b []byte) (int, error) {
@@ -485,6 +490,7 @@ func (p progressReader) Read(b []byte) (int, error) {
 	p.st.add(n)
 	if n > 0 {
 		p.last.Store(time.Now().UnixNano())
+		p.metrics.AddPullBytes(n)
 	}
 	return n, err
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/corral-runtime/corral/cri/metrics"
 	"github.com/corral-runtime/corral/cri/registry"
 	"github.com/corral-runtime/corral/cri/snapshot"
 	"github.com/corral-runtime/corral/metadata"
@@ -39,6 +40,8 @@ type Options struct {
 	InUse func() ([]string, error)
 	// Log gets pull progress and garbage collection.
 	Log *slog.Logger
+	// Metrics counts pulls, their bytes and durations; nil means none.
+	Metrics *metrics.Metrics
 }
 
 // Service is the image store.
@@ -52,6 +55,7 @@ type Service struct {
 	inUse           func() ([]string, error)
 	platform        v1.Platform
 	root            string
+	metrics         *metrics.Metrics
 
 	pulls    flights[metadata.Image]
 	blobs    flights[struct{}]
@@ -94,6 +98,7 @@ func New(opts Options) (*Service, error) {
 		inUse:           opts.InUse,
 		platform:        nodePlatform(),
 		root:            opts.Root,
+		metrics:         opts.Metrics,
 		holds:           make(map[string]int),
 	}
 	return s, nil

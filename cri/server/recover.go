@@ -11,6 +11,7 @@ import (
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/errdefs"
+	"github.com/corral-runtime/corral/cri/metrics"
 	"github.com/corral-runtime/corral/cri/netns"
 	"github.com/corral-runtime/corral/cri/shimclient"
 	"github.com/corral-runtime/corral/metadata"
@@ -43,6 +44,7 @@ func (s *Server) recover(ctx context.Context) {
 	}
 	wg.Wait()
 	s.sweep(ctx)
+	s.metrics.ObserveRecovery(time.Since(start))
 	if len(sbs) > 0 {
 		s.log.Info("recovered pods", "pods", len(sbs), "seconds", time.Since(start).Seconds())
 	}
@@ -56,11 +58,13 @@ func (s *Server) recoverPod(ctx context.Context, sb metadata.Sandbox) {
 		return
 	}
 	if sb.ShimAddress == "" {
+		s.metrics.RecoveredPod(metrics.RecoveredNoShim)
 		return
 	}
 	sh, err := s.podShim(ctx, sb.ID, sb.ShimAddress)
 	if err != nil {
 		log.Warn("recover: the pod's shim is gone", "error", err)
+		s.metrics.RecoveredPod(metrics.RecoveredShimGone)
 		for _, c := range cs {
 			if c.State == metadata.ContainerRunning || c.State == metadata.ContainerCreated {
 				s.containerExited(c, 255, time.Now(), "Unknown")
@@ -69,6 +73,7 @@ func (s *Server) recoverPod(ctx context.Context, sb metadata.Sandbox) {
 		s.taskExited(ctx, sb.ID, 255, time.Now())
 		return
 	}
+	s.metrics.RecoveredPod(metrics.RecoveredReconnected)
 	for _, c := range cs {
 		if c.State != metadata.ContainerRunning && c.State != metadata.ContainerCreated {
 			continue

@@ -111,7 +111,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 		if err != nil {
 			return nil, err
 		}
-		undo = append(undo, func() { s.net.Teardown(bg, network.Pod{ID: id, NetNSPath: nsPath}) })
+		undo = append(undo, func() { s.cniTeardown(bg, network.Pod{ID: id, NetNSPath: nsPath}) })
 		podIPs = ips
 	}
 	var shm string
@@ -350,7 +350,7 @@ func (s *Server) setupNetwork(ctx context.Context, id string, cfg *runtimeapi.Po
 	if dns := cfg.GetDnsConfig(); dns != nil {
 		pod.DNS = &network.DNS{Servers: dns.Servers, Searches: dns.Searches, Options: dns.Options}
 	}
-	res, err := s.net.Setup(ctx, pod)
+	res, err := s.cniSetup(ctx, pod)
 	if err != nil {
 		return nil, fmt.Errorf("pod network: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/ttrpc"
 	"github.com/corral-runtime/corral/cri/config"
 	"github.com/corral-runtime/corral/cri/image"
+	"github.com/corral-runtime/corral/cri/metrics"
 	"github.com/corral-runtime/corral/cri/network"
 	"github.com/corral-runtime/corral/cri/shimclient"
 	"github.com/corral-runtime/corral/cri/spec"
@@ -63,6 +64,9 @@ type Options struct {
 	// Host answers spec generation's questions about the node; nil means
 	// the node corrald runs on.
 	Host spec.Host
+	// Metrics records CRI calls, CNI operations and recovery, and counts
+	// pods, containers and shims at scrape time; nil means no metrics.
+	Metrics *metrics.Metrics
 }
 
 // Server answers CRI calls. Create it with New and run it with Serve.
@@ -81,6 +85,7 @@ type Server struct {
 	shutdownTimeout time.Duration
 	grpc            *grpc.Server
 	images          *image.Service
+	metrics         *metrics.Metrics
 
 	paths    layout
 	net      *network.Manager // nil without a root (unit tests)
@@ -118,6 +123,7 @@ func New(cfg *config.Config, store *metadata.Store, opts Options) (*Server, erro
 		images:          opts.Images,
 		paths:           layout{root: opts.Root, state: opts.State},
 		host:            opts.Host,
+		metrics:         opts.Metrics,
 		restrict:        cfg.RestrictOOMScoreAdj || lacksCapSysResource(),
 		stopping:        make(chan struct{}),
 	}
@@ -138,9 +144,19 @@ func New(cfg *config.Config, store *metadata.Store, opts Options) (*Server, erro
 	if s.shutdownTimeout <= 0 {
 		s.shutdownTimeout = DefaultShutdownTimeout
 	}
+	unary := []grpc.UnaryServerInterceptor{s.unaryInterceptor}
+	stream := []grpc.StreamServerInterceptor{s.streamInterceptor}
+	if s.metrics != nil {
+		// Outermost: the metrics see the status the client gets.
+		unary = append([]grpc.UnaryServerInterceptor{s.metrics.UnaryServerInterceptor()}, unary...)
+		stream = append([]grpc.StreamServerInterceptor{s.metrics.StreamServerInterceptor()}, stream...)
+		if err := s.registerMetrics(); err != nil {
+			return nil, fmt.Errorf("server: metrics: %w", err)
+		}
+	}
 	s.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
-		grpc.ChainStreamInterceptor(s.streamInterceptor),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(maxMsgSize),
 		grpc.MaxSendMsgSize(maxMsgSize),
 	)

@@ -71,7 +71,7 @@ func (s *Server) stopSandbox(ctx context.Context, sb metadata.Sandbox) error {
 	nsPath := filepath.Join(s.paths.netnsDir(), sb.ID)
 	if s.net != nil && sandboxConfig(sb).GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() != runtimeapi.NamespaceMode_NODE {
 		// Idempotent: a pod never set up, or torn down before, is fine.
-		if err := s.net.Teardown(ctx, network.Pod{ID: sb.ID, NetNSPath: nsPath}); err != nil {
+		if err := s.cniTeardown(ctx, network.Pod{ID: sb.ID, NetNSPath: nsPath}); err != nil {
 			return fmt.Errorf("pod network teardown: %w", err)
 		}
 	}
