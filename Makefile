@@ -10,7 +10,7 @@ LDFLAGS   ?= -s -w
 TEST_TIMEOUT ?= 25m
 export PATH := $(shell $(GO) env GOPATH)/bin:/usr/local/go/bin:$(PATH)
 
-.PHONY: all build deps test unit integration run lint protos install clean bench-shim bench-pull
+.PHONY: all build deps test unit integration run lint protos install clean bench bench-shim bench-pull
 
 all: build
 
@@ -85,6 +85,13 @@ $(BIN)/critest:
 .PHONY: critest
 critest: build $(BIN)/crictl $(BIN)/critest
 	bash hack/critest.sh $(CRITEST_FLAGS)
+
+# bench: corrald next to Debian's containerd in the same run (hack/bench.sh):
+# pod start, stop and remove, 100 pods from 10 clients, daemon and shim
+# memory, critest -benchmark; the table to stdout, JSON to bin/bench/.
+# Needs root; run it under flock /tmp/corral-heavy.lock on a shared machine.
+bench: build $(BIN)/crictl $(BIN)/critest
+	bash hack/bench.sh $(BENCH_FLAGS)
 
 bench-shim: build
 	CORRAL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^$$' -bench ShimFootprint -benchtime 1x ./integration/

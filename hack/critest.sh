@@ -103,6 +103,8 @@ harness_skips=(
 )
 
 bin=$repo/bin
+# shellcheck source=hack/runtimes.sh
+. "$repo/hack/runtimes.sh"
 started=$SECONDS
 bash "$repo/hack/install-deps.sh"
 # make critest builds these first; run directly, build them here.
@@ -124,69 +126,27 @@ work=$(mktemp -d /tmp/corral-critest.XXXXXX)
 results=$bin/critest-results/$endpoint
 mkdir -p "$results"
 bridge=crtest0 # the CNI bridge, created by the bridge plugin on first use
-helper_pid=""
+images_pid=""
 runtime_pid=""
-socket=""
-
-log() { echo "critest.sh: $*" >&2; }
-
-# stop_pid ends one process this script started: SIGTERM, then SIGKILL
-# after a grace period.
-stop_pid() {
-	local pid=$1 grace=${2:-20}
-	kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for _ in $(seq $((grace * 10))); do
-		kill -0 "$pid" 2>/dev/null || return 0
-		sleep 0.1
-	done
-	log "pid $pid ignored SIGTERM for ${grace}s; killing it"
-	kill -KILL "$pid" 2>/dev/null || true
-}
-
-# mounts_under prints the mount points under the work dir, deepest first.
-mounts_under() {
-	awk -v w="$work/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo | sort -r
-}
+runtime_socket=""
 
 cleanup() {
 	local status=$?
 	set +e
 	trap - EXIT INT TERM
-	if [ -n "$runtime_pid" ] && kill -0 "$runtime_pid" 2>/dev/null && [ -n "$socket" ]; then
-		# Through the runtime first: that runs CNI DEL and stops the shims.
-		timeout 120 "$bin/crictl" --runtime-endpoint "unix://$socket" --timeout 60s rmp --all --force >/dev/null 2>&1
-	fi
-	[ -n "$runtime_pid" ] && stop_pid "$runtime_pid"
-	# Whatever outlived the runtime: containers, by their runc state under
-	# the work dir, then shims, by the pid files they wrote there.
-	local root id pidfile pid
-	for root in $(find "$work" -maxdepth 6 -type f -name state.json -path '*runc*' -printf '%h\n' 2>/dev/null | xargs -r -n1 dirname | sort -u); do
-		for id in $(runc --root "$root" list -q 2>/dev/null); do
-			runc --root "$root" kill -a "$id" KILL 2>/dev/null
-			runc --root "$root" delete -f "$id" 2>/dev/null
-		done
-	done
-	while read -r pidfile; do
-		pid=$(cat "$pidfile" 2>/dev/null)
-		if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'shim'; then
-			stop_pid "$pid" 5
-		fi
-	done < <(find "$work" -name shim.pid 2>/dev/null)
-	[ -n "$helper_pid" ] && stop_pid "$helper_pid"
-	local m
-	for m in $(mounts_under); do
-		umount "$m" 2>/dev/null || umount -l "$m"
-	done
+	stop_runtime "$work" "$runtime_pid" "$runtime_socket"
+	[ -n "$images_pid" ] && stop_pid "$images_pid"
+	# critest's own temp dirs are under the work dir too.
+	unmount_under "$work"
 	ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge"
-	for f in report.json junit.xml critest.log runtime.log images.log images.out registry/registry.log; do
+	for f in report.json junit.xml critest.log rt/runtime.log images.log images.out registry/registry.log; do
 		[ -e "$work/$f" ] && cp "$work/$f" "$results/"
 	done
 	if [ "$keep" = 1 ]; then
 		log "kept $work"
-	elif [ -n "$(mounts_under)" ]; then
+	elif [ -n "$(mounts_under "$work")" ]; then
 		log "still mounted under $work, not removing it:"
-		mounts_under >&2
+		mounts_under "$work" >&2
 	else
 		rm -rf --one-file-system "$work"
 	fi
@@ -198,144 +158,14 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# wait_for waits until a command succeeds, as long as pid lives.
-wait_for() {
-	local what=$1 pid=$2 secs=$3
-	shift 3
-	local deadline=$((SECONDS + secs))
-	until "$@" >/dev/null 2>&1; do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			log "$what exited during start-up"
-			return 1
-		fi
-		if [ $SECONDS -ge $deadline ]; then
-			log "$what not ready after ${secs}s"
-			return 1
-		fi
-		sleep 0.2
-	done
-}
-
-# --- registry and images -------------------------------------------------
 log "building and pushing critest's images"
-go_bin=$(command -v go || echo /usr/local/go/bin/go)
-(cd "$repo" && "$go_bin" build -o "$work/critestimages" ./hack/critestimages)
-# setsid: a Ctrl-C reaches critest, while cleanup stops the daemons in order.
-setsid "$work/critestimages" serve -dir "$work/registry" -certs "$work/certs.d" \
-	-pause "$bin/corral-pause" -deb-cache "$bin/critest-debs" \
-	>"$work/images.out" 2>"$work/images.log" &
-helper_pid=$!
-if ! wait_for "the image registry" "$helper_pid" 300 grep -qx ready "$work/images.out"; then
-	cat "$work/images.log" >&2
-	exit 1
-fi
-registry=$(awk '$1 == "registry" { print $2 }' "$work/images.out")
-log "registry on $registry, $(grep -c @ "$work/images.out") names pushed"
-
-# --- CNI -----------------------------------------------------------------
-# A bridge network of the harness's own: its subnet is used only by the
-# pods' namespaces and the bridge (the host's address on it, for the specs
-# that fetch a pod's page by its IP). No default route and no masquerading:
-# a pod reaches the host and other pods, nothing beyond. host-local keeps its
-# leases in the work dir.
-mkdir -p "$work/net.d"
-cat >"$work/net.d/10-corral-critest.conflist" <<EOF
-{
-  "cniVersion": "1.0.0",
-  "name": "corral-critest",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "$bridge",
-      "isGateway": true,
-      "ipMasq": false,
-      "hairpinMode": true,
-      "ipam": {
-        "type": "host-local",
-        "ranges": [[{ "subnet": "10.88.240.0/24" }]],
-        "dataDir": "$work/cni-ipam"
-      }
-    },
-    { "type": "portmap", "capabilities": { "portMappings": true } }
-  ]
-}
-EOF
-
-# --- the runtime ---------------------------------------------------------
-# The runtime runs in an IPC namespace of its own, and critest joins it: the
-# HostIpc specs create a shared memory segment in the "host" namespace with
-# ipcmk and never remove it, so the node's real one would keep a segment per
-# run. To the runtime and its pods that namespace is the host's.
-case "$endpoint" in
-corrald)
-	mkdir -p "$work/corrald"
-	cat >"$work/corrald.toml" <<EOF
-[registry]
-config_path = "$work/certs.d"
-[network]
-conf_dir = "$work/net.d"
-bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
-[streaming]
-address = "127.0.0.1:0"
-EOF
-	socket=$work/corrald/state/corral.sock
-	# PATH: corrald finds containerd-shim-corral-v2 next to it this way.
-	PATH="$bin:$PATH" setsid unshare --ipc "$bin/corrald" --config "$work/corrald.toml" \
-		--root "$work/corrald/root" --state "$work/corrald/state" --log-level debug \
-		>"$work/runtime.log" 2>&1 &
-	runtime_pid=$!
-	;;
-containerd)
-	if ! command -v containerd >/dev/null; then
-		log "containerd is not installed (hack/install-deps.sh)"
-		exit 1
-	fi
-	c=$work/containerd
-	mkdir -p "$c"
-	# Everything under the work dir: root, state, sockets, runc's state,
-	# the pods' network namespaces. The sandbox image is the harness's own
-	# (critestimages.SandboxPause). restrict_oom_score_adj: this host lacks
-	# CAP_SYS_RESOURCE, so a negative oom_score_adj cannot be set.
-	cat >"$c/config.toml" <<EOF
-version = 2
-root = "$c/root"
-state = "$c/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
-[grpc]
-  address = "$c/containerd.sock"
-[ttrpc]
-  address = "$c/containerd.sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$c/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "registry.k8s.io/pause:3.6"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  netns_mounts_under_state_dir = true
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$work/net.d"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$work/certs.d"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        Root = "$c/runc"
-EOF
-	socket=$c/containerd.sock
-	setsid unshare --ipc containerd --config "$c/config.toml" >"$work/runtime.log" 2>&1 &
-	runtime_pid=$!
-	;;
-esac
-if ! wait_for "$endpoint" "$runtime_pid" 30 "$bin/crictl" --runtime-endpoint "unix://$socket" --timeout 2s version; then
-	tail -40 "$work/runtime.log" >&2
-	exit 1
-fi
-log "$endpoint (pid $runtime_pid) serving on $socket"
+start_images "$work" "$bin"
+write_cni_conf "$work/net.d/10-corral-critest.conflist" corral-critest "$bridge" 10.88.240.0/24 "$work/cni-ipam"
+# corrald logs at debug level: a failed spec's log says what it asked.
+level=debug
+[ "$endpoint" = containerd ] && level=info
+start_runtime "$endpoint" "$work/rt" "$work/net.d" "$work/certs.d" "$level"
+socket=$runtime_socket
 
 # --- critest -------------------------------------------------------------
 args=(
