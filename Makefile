@@ -10,7 +10,7 @@ LDFLAGS   ?= -s -w
 TEST_TIMEOUT ?= 25m
 export PATH := $(shell $(GO) env GOPATH)/bin:/usr/local/go/bin:$(PATH)
 
-.PHONY: all build deps test unit integration run lint protos install clean bench bench-shim bench-pull
+.PHONY: all build deps test unit integration run lint protos install clean bench bench-go bench-shim bench-pull
 
 all: build
 
@@ -92,6 +92,12 @@ critest: build $(BIN)/crictl $(BIN)/critest
 # Needs root; run it under flock /tmp/corral-heavy.lock on a shared machine.
 bench: build $(BIN)/crictl $(BIN)/critest
 	bash hack/bench.sh $(BENCH_FLAGS)
+
+# bench-go: the Go benchmarks of the hot paths: OCI spec generation,
+# bbolt record writes, CNI setup and its result cache, CRI log records.
+# Benchmarks run only with -bench, never in make unit.
+bench-go:
+	$(GO) test -count=1 -run '^$$' -bench . -benchmem ./cri/spec/ ./metadata/ ./cri/network/ ./shim/
 
 bench-shim: build
 	CORRAL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^$$' -bench ShimFootprint -benchtime 1x ./integration/
