@@ -27,6 +27,7 @@ import (
 	"github.com/corral-runtime/corral/cri/image"
 	"github.com/corral-runtime/corral/cri/metrics"
 	"github.com/corral-runtime/corral/cri/server"
+	"github.com/corral-runtime/corral/cri/shimclient"
 	"github.com/corral-runtime/corral/metadata"
 )
 
@@ -42,7 +43,7 @@ const (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
 // usageError is a mistake on the command line: exit status 2, as flag does.
@@ -52,11 +53,11 @@ func (e usageError) Error() string { return e.msg }
 
 // flags are corrald's command line, parsed.
 type flags struct {
-	config, root, state, logLevel, listen string
-	version                               bool
+	config, root, state, logLevel, listen, address string
+	version                                        bool
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("corrald", flag.ContinueOnError)
 	// flag reports a bad flag itself; --help goes to stdout, not with it.
 	fs.SetOutput(stderr)
@@ -67,6 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.state, "state", defaultState, "keep runtime state in `DIR`: the CRI socket, shim sockets, pod mounts; nothing there needs to survive a reboot")
 	fs.StringVar(&f.logLevel, "log-level", "", "log at `LEVEL`: debug, info, warn or error (default: log_level from the config, info)")
 	fs.StringVar(&f.listen, "listen", "", "serve CRI on `unix:///PATH` (default unix://STATE/"+socketName+")")
+	fs.StringVar(&f.address, "address", "", "with publish: the daemon socket `PATH` whose events service, PATH.ttrpc, gets the event (default STATE/"+socketName+")")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 
 	if err := fs.Parse(args); err != nil {
@@ -77,7 +79,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "Run 'corrald --help' for usage.")
 		return 2
 	}
-	err := dispatch(f, fs.Args(), stdout, stderr)
+	err := dispatch(f, fs.Args(), stdin, stdout, stderr)
 	var ue usageError
 	switch {
 	case err == nil:
@@ -91,7 +93,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func dispatch(f flags, args []string, stdout, stderr io.Writer) error {
+func dispatch(f flags, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	switch {
 	case f.version:
 		_, err := fmt.Fprintf(stdout, "corrald %s\n", version)
@@ -102,6 +104,8 @@ func dispatch(f flags, args []string, stdout, stderr io.Writer) error {
 		return config.WriteDefault(stdout)
 	case args[0] == "config":
 		return usageError{"config: the one config command is `corrald config default`"}
+	case args[0] == "publish":
+		return publish(f, args[1:], stdin, stderr)
 	default:
 		return usageError{fmt.Sprintf("unknown command %q", strings.Join(args, " "))}
 	}
@@ -219,6 +223,51 @@ func serve(f flags, stderr io.Writer) error {
 	return err
 }
 
+// publish is containerd's `publish` command, the -publish-binary of shims
+// from containerd 1.4 and older: they run
+//
+//	corrald --address ADDRESS publish --topic TOPIC --namespace NS
+//
+// for each event, with the event (a marshalled protobuf Any) on stdin, and
+// it goes to the running corrald's events service at ADDRESS.ttrpc. Newer
+// shims dial TTRPC_ADDRESS themselves; containerd 1.6's runc shim does.
+func publish(f flags, args []string, stdin io.Reader, stderr io.Writer) error {
+	fs := flag.NewFlagSet("corrald publish", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	topic := fs.String("topic", "", "the event's topic, e.g. /tasks/exit")
+	namespace := fs.String("namespace", "", "the namespace of the shim's containers")
+	if err := fs.Parse(args); err != nil {
+		return usageError{"publish: " + err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("publish: unexpected arguments %q", fs.Args())}
+	}
+	address := f.address
+	if address == "" {
+		state, err := filepath.Abs(f.state)
+		if err != nil {
+			return err
+		}
+		address = filepath.Join(state, socketName)
+	}
+	payload, err := io.ReadAll(io.LimitReader(stdin, maxEventSize))
+	if err != nil {
+		return fmt.Errorf("publish: read the event: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	if err := shimclient.Publish(ctx, strings.TrimPrefix(address, "unix://")+".ttrpc", *namespace, *topic, payload); err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	return nil
+}
+
+// An event is a few hundred bytes; a shim that sends more is broken.
+const maxEventSize = 1 << 20
+
+// publishTimeout bounds one publish: the shim waits for it and retries.
+const publishTimeout = 10 * time.Second
+
 // containerSnapshots lists the image snapshots containers run on, which
 // image garbage collection must keep even after their image is removed.
 func containerSnapshots(store *metadata.Store) func() ([]string, error) {
@@ -240,6 +289,7 @@ func containerSnapshots(store *metadata.Store) func() ([]string, error) {
 func usage(fs *flag.FlagSet, w io.Writer) {
 	fmt.Fprint(w, `Usage: corrald [flags]
        corrald config default
+       corrald [--address PATH] publish --topic TOPIC --namespace NS < EVENT
 
 corrald is corral's Kubernetes container runtime daemon. It serves the CRI v1
 RuntimeService and ImageService over gRPC, keeps every pod, container and image
@@ -259,6 +309,9 @@ unknown key is an error.
 
 Commands:
   config default   print the built-in configuration, every key commented
+  publish          forward one event (a protobuf Any on stdin) to the running
+                   corrald's events service: the -publish-binary of shims from
+                   containerd 1.4 and older, which corrald passes to every shim
 
 Flags:
 `)

@@ -14,7 +14,7 @@ import (
 func runCorrald(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	code = run(args, &out, &errOut)
+	code = run(args, strings.NewReader(""), &out, &errOut)
 	return code, out.String(), errOut.String()
 }
 
@@ -65,6 +65,9 @@ func TestCommandLineMistakes(t *testing.T) {
 		"listen tcp":        {[]string{"--state", t.TempDir(), "--listen", "tcp://127.0.0.1:1"}, 2, "only unix"},
 		"missing config":    {[]string{"--config", "/nonexistent/corral.toml"}, 1, "does not exist"},
 		"version is a flag": {[]string{"--version"}, 0, ""},
+		"publish no topic":  {[]string{"publish", "--namespace", "k8s.io"}, 1, "topic"},
+		"publish extra":     {[]string{"publish", "--topic", "/x", "extra"}, 2, "unexpected arguments"},
+		"publish bad flag":  {[]string{"publish", "--topics", "/x"}, 2, "publish"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			code, _, errOut := runCorrald(t, tc.args...)

@@ -111,9 +111,15 @@ type Runtime struct {
 	// the choice to the shim.
 	Root string `toml:"root" json:"root"`
 	// Options are handed to the shim with every container, in the shape the
-	// shim expects (containerd's runc options, a VM runtime's ConfigPath).
-	// They are not checked here: only the shim knows its options.
+	// shim expects: containerd's runc options (BinaryName, SystemdCgroup,
+	// ...) for runc shims, containerd's runtimeoptions (ConfigPath) for any
+	// other shim, such as Kata's. See Runtime.ShimOptions.
 	Options map[string]any `toml:"options,omitempty" json:"options,omitempty"`
+	// PodAnnotations are patterns (path.Match globs) of pod annotations
+	// copied into the OCI spec of the pod and of each of its containers, so
+	// a shim can read them (Kata's io.katacontainers.*), as containerd's
+	// pod_annotations does.
+	PodAnnotations []string `toml:"pod_annotations,omitempty" json:"pod_annotations,omitempty"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s", "5m")

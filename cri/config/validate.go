@@ -86,6 +86,7 @@ func (c *Config) Validate() error {
 			bad(key+".runtime", "%q is a relative path; give a name on PATH or an absolute path", r.Runtime)
 		}
 		absolute(key+".root", r.Root, true)
+		validateRuntime(key, r, bad)
 	}
 	switch {
 	case len(handlers) == 0:

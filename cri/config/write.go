@@ -174,13 +174,18 @@ address = {{toml .Metrics.Address}}
 # shim     the containerd shim v2 binary: a name on PATH, an absolute path,
 #          or containerd's io.containerd.<name>.v2 spelling
 #          (containerd-shim-runc-v2, containerd-shim-kata-v2 work too).
-# runtime  the OCI runtime binary the shim drives; "" lets the shim choose.
-# root     the OCI runtime's state directory (its --root); "" lets the shim
-#          choose.
-# options  handed to the shim with every container, in the shim's own terms:
-#          containerd's runc options for runc shims
-#          (options = { SystemdCgroup = true }), ConfigPath for Kata.
+# runtime  the OCI runtime binary a runc shim (corral's, containerd's
+#          containerd-shim-runc-v2) drives; "" lets the shim choose.
+# root     the OCI runtime's state directory (its --root, a namespace
+#          directory below it); "" means STATE/runc for runc shims.
+# options  handed to the shim with every container, in the shim's own terms,
+#          as containerd hands them: containerd's runc options for runc shims
+#          (options = { SystemdCgroup = true }); runtimeoptions for any other
+#          shim (options = { ConfigPath = "/etc/kata-containers/configuration.toml" }).
 #          Left out: none.
+# pod_annotations  pod annotations copied into the OCI spec of the pod and
+#          its containers, for the shim to read: keys or globs, e.g.
+#          ["io.katacontainers.*"]. Left out: none.
 {{- range $name := .HandlerOrder}}{{with index $.Runtimes $name}}
 
 [runtimes.{{key $name}}]
@@ -189,6 +194,9 @@ runtime = {{toml .Runtime}}
 root = {{toml .Root}}
 {{- if .Options}}
 options = {{toml .Options}}
+{{- end}}
+{{- if .PodAnnotations}}
+pod_annotations = {{toml .PodAnnotations}}
 {{- end}}
 {{- end}}{{end}}
 `))

@@ -146,6 +146,10 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 	if err != nil {
 		return nil, err
 	}
+	// A handler since removed from the config passes nothing through.
+	if _, rt, err := s.handler(sb.RuntimeHandler); err == nil {
+		addAnnotations(sp, rt.PassThrough(sbCfg.GetAnnotations()))
+	}
 	if err := writeSpec(bundle, sp); err != nil {
 		return nil, err
 	}
@@ -158,14 +162,11 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 		// ignores the query and writes raw output.
 		stdout = "file://" + logPath + "?format=cri"
 	}
-	_, rt, err := s.handler(sb.RuntimeHandler)
+	shimOpts, err := s.podShimOptions(sb)
 	if err != nil {
 		return nil, err
 	}
-	opts, err := runtimeOptions(rt)
-	if err != nil {
-		return nil, err
-	}
+	opts := shimOpts.RuntimeOptions
 	sh, err := s.podShim(ctx, podID, sb.ShimAddress)
 	if err != nil {
 		return nil, err

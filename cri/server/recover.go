@@ -145,7 +145,7 @@ func (s *Server) sweep(ctx context.Context) {
 				sh.Close()
 			}
 		}
-		s.deleteTask(ctx, id, id, "", s.paths.sandboxBundle(id), "")
+		s.deleteTask(ctx, metadata.Sandbox{ID: id}, id, s.paths.sandboxBundle(id))
 		unmountIfMounted(filepath.Join(s.paths.sandboxBundle(id), "shm"))
 		os.RemoveAll(s.paths.sandboxBundle(id))
 	}

@@ -35,7 +35,7 @@ func (s *Server) removeContainerLocked(ctx context.Context, c metadata.Container
 	}
 	sb, err := s.store.GetSandbox(c.SandboxID)
 	if err == nil {
-		if err := s.deleteTask(ctx, sb.ID, c.ID, sb.ShimAddress, c.Bundle, sb.RuntimeHandler); err != nil {
+		if err := s.deleteTask(ctx, sb, c.ID, c.Bundle); err != nil {
 			return err
 		}
 	} else if !errdefs.IsNotFound(err) {

@@ -37,7 +37,7 @@ func (s *Server) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodSa
 			return nil, fmt.Errorf("remove container %s: %w", c.ID, err)
 		}
 	}
-	if err := s.deleteTask(ctx, id, id, sb.ShimAddress, s.paths.sandboxBundle(id), sb.RuntimeHandler); err != nil {
+	if err := s.deleteTask(ctx, sb, id, s.paths.sandboxBundle(id)); err != nil {
 		return nil, err
 	}
 	if sh := s.shims.get(id); sh != nil {
@@ -57,10 +57,10 @@ func (s *Server) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodSa
 	return &runtimeapi.RemovePodSandboxResponse{}, nil
 }
 
-// deleteTask deletes task id from pod's shim; if the shim is gone, the shim
-// binary's delete subcommand cleans up what it left.
-func (s *Server) deleteTask(ctx context.Context, pod, id, address, bundle, handler string) error {
-	sh, err := s.podShim(ctx, pod, address)
+// deleteTask deletes task id from the pod's shim; if the shim is gone, the
+// shim binary's delete subcommand cleans up what it left.
+func (s *Server) deleteTask(ctx context.Context, sb metadata.Sandbox, id, bundle string) error {
+	sh, err := s.podShim(ctx, sb.ID, sb.ShimAddress)
 	if err == nil {
 		_, err = sh.Task.Delete(ctx, &taskapi.DeleteRequest{ID: id})
 		if err = taskErr(err); err == nil || errdefs.IsNotFound(err) {
@@ -74,11 +74,7 @@ func (s *Server) deleteTask(ctx context.Context, pod, id, address, bundle, handl
 	if _, statErr := os.Stat(bundle); statErr != nil {
 		return nil
 	}
-	_, rt, herr := s.handler(handler)
-	if herr != nil {
-		return herr
-	}
-	opts, oerr := s.shimOptions(rt)
+	opts, oerr := s.podShimOptions(sb)
 	if oerr != nil {
 		return oerr
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/corral-runtime/corral/cri/shimclient"
 	"github.com/corral-runtime/corral/cri/spec"
 	"github.com/corral-runtime/corral/metadata"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -37,6 +38,12 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 	handler, rt, err := s.handler(r.GetRuntimeHandler())
 	if err != nil {
 		return nil, err
+	}
+	// Before anything is made: a handler whose shim is not installed is
+	// the node's problem, and the same pod works once it is fixed.
+	shimBinary, err := shimclient.ResolveBinary(rt.Shim)
+	if err != nil {
+		return nil, fmt.Errorf("runtime handler %q: shim %q is not installed: %v: %w", handler, rt.Shim, err, errdefs.ErrFailedPrecondition)
 	}
 	raw, err := proto.Marshal(cfg)
 	if err != nil {
@@ -132,17 +139,18 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 	if err != nil {
 		return nil, err
 	}
+	addAnnotations(sp, rt.PassThrough(cfg.GetAnnotations()))
 	if err := writeSpec(bundle, sp); err != nil {
 		return nil, err
 	}
 
-	opts, err := s.shimOptions(rt)
+	opts, err := s.shimOptions(rt, shimBinary)
 	if err != nil {
 		return nil, err
 	}
 	sh, err := shimclient.Start(ctx, bundle, id, opts)
 	if err != nil {
-		return nil, fmt.Errorf("start shim for pod: %w", err)
+		return nil, shimStartError(handler, err)
 	}
 	s.shims.set(id, sh)
 	undo = append(undo, func() {
@@ -177,16 +185,46 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 			sb.Extra = map[string]string{}
 		}
 		sb.Extra[extraShm] = shm
+		sb.Extra[extraShimBinary] = sh.Binary
 		return nil
 	}); err != nil {
 		return nil, err
 	}
-	log.Info("pod ready", "pid", created.Pid, "handler", handler, "ips", podIPs)
+	log.Info("pod ready", "pid", created.Pid, "handler", handler, "shim", sh.Binary, "shim_pid", conn.ShimPid, "ips", podIPs)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
 }
 
 // extra keys of a sandbox record.
-const extraShm = "shm" // the pod's /dev/shm mount, "" for ipc NODE
+const (
+	extraShm        = "shm"         // the pod's /dev/shm mount, "" for ipc NODE
+	extraShimBinary = "shim.binary" // the shim binary the pod was started with
+)
+
+// shimStartError says which handler's shim failed to start and why, as a
+// problem of the node's setup (FailedPrecondition), not of the request: the
+// same pod works once the handler is fixed.
+func shimStartError(handler string, err error) error {
+	if errdefs.IsUnavailable(err) || errdefs.IsNotImplemented(err) {
+		return fmt.Errorf("runtime handler %q: %w", handler, err)
+	}
+	return fmt.Errorf("runtime handler %q: %v: %w", handler, err, errdefs.ErrFailedPrecondition)
+}
+
+// addAnnotations adds pass-through annotations to a spec; the ones corral
+// set itself (sandbox ID, container type) win, since shims group by them.
+func addAnnotations(sp *specs.Spec, extra map[string]string) {
+	if len(extra) == 0 {
+		return
+	}
+	if sp.Annotations == nil {
+		sp.Annotations = map[string]string{}
+	}
+	for k, v := range extra {
+		if _, set := sp.Annotations[k]; !set {
+			sp.Annotations[k] = v
+		}
+	}
+}
 
 // defaultCgroupParent holds pods whose config names no cgroup parent.
 const defaultCgroupParent = "/corral"

@@ -12,14 +12,11 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/corral-runtime/corral/cri/config"
 	"github.com/corral-runtime/corral/cri/shimclient"
 	"github.com/corral-runtime/corral/metadata"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // shimNamespace is the namespace corrald's containers live in, in the
@@ -114,42 +111,65 @@ func (s *Server) podShim(ctx context.Context, podID, address string) (*shimclien
 	return sh, nil
 }
 
-// handler resolves a CRI runtime handler to its configuration.
+// handler resolves a CRI runtime handler to its configuration; "" is the
+// default handler.
 func (s *Server) handler(name string) (string, config.Runtime, error) {
 	if name == "" {
 		name = s.cfg.DefaultRuntime
 	}
 	rt, ok := s.cfg.Runtimes[name]
 	if !ok {
-		return "", config.Runtime{}, fmt.Errorf("runtime handler %q is not configured (have %v): %w", name, s.cfg.Handlers(), errdefs.ErrInvalidArgument)
+		return "", config.Runtime{}, fmt.Errorf("runtime handler %q is not configured; the handlers are %s (a RuntimeClass handler must name a [runtimes.<handler>] table of corrald's config): %w",
+			name, strings.Join(s.cfg.Handlers(), ", "), errdefs.ErrInvalidArgument)
 	}
 	return name, rt, nil
 }
 
-// runtimeOptions are the options the shim gets for a handler, in the type
-// containerd's runc shim takes, so any runc-compatible shim understands them.
-func runtimeOptions(rt config.Runtime) (*anypb.Any, error) {
-	b, err := proto.Marshal(&options.Options{BinaryName: rt.Runtime, Root: rt.Root})
-	if err != nil {
-		return nil, err
-	}
-	return &anypb.Any{TypeUrl: "containerd.runc.v1.Options", Value: b}, nil
-}
+// runcRoot is the OCI runtime state directory runc shims get when their
+// handler names none: one place for every container corrald runs, the
+// same that corral's shim derives from the daemon's address.
+func (l layout) runcRoot() string { return filepath.Join(l.state, "runc") }
 
-func (s *Server) shimOptions(rt config.Runtime) (shimclient.Options, error) {
-	opts, err := runtimeOptions(rt)
+// shimOptions is how a pod of handler rt starts and talks to its shim.
+// binary, if set, is the shim binary recorded when the pod was made: a pod
+// keeps the shim it started with even if the handler's config changed.
+func (s *Server) shimOptions(rt config.Runtime, binary string) (shimclient.Options, error) {
+	opts, err := rt.ShimOptions(s.paths.runcRoot())
 	if err != nil {
 		return shimclient.Options{}, err
 	}
+	if binary == "" {
+		binary = rt.Shim
+	}
+	publish, err := os.Executable()
+	if err != nil {
+		publish = "corrald"
+	}
 	return shimclient.Options{
-		Binary:         rt.Shim,
+		Binary:         binary,
 		Namespace:      shimNamespace,
 		Address:        s.paths.daemonAddress(),
 		TTRPCAddress:   s.paths.eventsAddress(),
+		PublishBinary:  publish,
 		RuntimeOptions: opts,
 		Debug:          s.log.Enabled(context.Background(), -4),
 		Log:            s.log,
 	}, nil
+}
+
+// podShimOptions are the shim options of an existing pod: its handler's,
+// with the shim binary the pod was started with. A handler since removed
+// from the config still lets the pod be cleaned up by that binary.
+func (s *Server) podShimOptions(sb metadata.Sandbox) (shimclient.Options, error) {
+	binary := sb.Extra[extraShimBinary]
+	_, rt, err := s.handler(sb.RuntimeHandler)
+	if err != nil {
+		if binary == "" {
+			return shimclient.Options{}, err
+		}
+		rt = config.Runtime{Shim: binary}
+	}
+	return s.shimOptions(rt, binary)
 }
 
 // lacksCapSysResource reports whether this process cannot lower

@@ -93,6 +93,7 @@ type Server struct {
 	restrict bool // clamp oom_score_adj: corrald cannot lower it
 	locks    metadata.Locks
 	shims    shims
+	features handlerFeatures
 	hub      eventHub
 	oom      oomSet
 	stopping chan struct{}

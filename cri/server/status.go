@@ -25,13 +25,14 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 			{Type: runtimeapi.RuntimeReady, Status: true},
 			s.networkCondition(),
 		}},
-		// "" is the default handler, as the CRI defines; the features are
-		// all false until the handlers implement them.
-		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{Name: "", Features: &runtimeapi.RuntimeHandlerFeatures{}}},
-		Features:        &runtimeapi.RuntimeFeatures{},
+		Features: &runtimeapi.RuntimeFeatures{},
 	}
+	// "" is the default handler, as the CRI defines: the kubelet looks its
+	// features up under the name a RuntimeClass gives, "" for none.
+	features := s.features.get(ctx, s.cfg)
+	resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: "", Features: features[s.cfg.DefaultRuntime]})
 	for _, name := range s.cfg.Handlers() {
-		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: name, Features: &runtimeapi.RuntimeHandlerFeatures{}})
+		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: name, Features: features[name]})
 	}
 	if req.GetVerbose() {
 		cfg, err := json.Marshal(s.cfg)

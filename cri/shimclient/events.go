@@ -6,12 +6,16 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	eventsapi "github.com/containerd/containerd/api/services/ttrpc/events/v1"
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // EventHandler receives each event a shim forwards. It must return quickly:
@@ -73,3 +77,38 @@ func (s *EventServer) Serve(ctx context.Context, l net.Listener) error {
 
 // Close stops the server.
 func (s *EventServer) Close() error { return s.server.Close() }
+
+// Publish forwards one event to the events service at ttrpcAddress, as
+// `containerd publish` does for shims of containerd 1.4 and older, which
+// run their -publish-binary for every event instead of dialing
+// TTRPC_ADDRESS: payload is the event as a marshalled protobuf Any, what
+// those shims write to the binary's stdin.
+func Publish(ctx context.Context, ttrpcAddress, namespace, topic string, payload []byte) error {
+	if topic == "" || !strings.HasPrefix(topic, "/") {
+		return fmt.Errorf("topic %q: want an absolute topic such as /tasks/exit: %w", topic, errdefs.ErrInvalidArgument)
+	}
+	if namespace == "" {
+		return fmt.Errorf("no namespace: %w", errdefs.ErrInvalidArgument)
+	}
+	var event anypb.Any
+	if err := proto.Unmarshal(payload, &event); err != nil || event.TypeUrl == "" {
+		return fmt.Errorf("the event on stdin is not a protobuf Any (%d bytes): %w", len(payload), errdefs.ErrInvalidArgument)
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", strings.TrimPrefix(ttrpcAddress, "unix://"))
+	if err != nil {
+		return fmt.Errorf("events service at %s: %w", ttrpcAddress, err)
+	}
+	client := ttrpc.NewClient(conn)
+	defer client.Close()
+	_, err = eventsapi.NewTTRPCEventsClient(client).Forward(ctx, &eventsapi.ForwardRequest{Envelope: &types.Envelope{
+		Timestamp: timestamppb.Now(),
+		Namespace: namespace,
+		Topic:     topic,
+		Event:     &event,
+	}})
+	if err != nil {
+		return fmt.Errorf("forward %s: %w", topic, err)
+	}
+	return nil
+}

@@ -35,6 +35,11 @@ type Options struct {
 	Address string
 	// TTRPCAddress is where shims forward events.
 	TTRPCAddress string
+	// PublishBinary is what a shim of containerd 1.4 and older runs to
+	// publish an event (-publish-binary): PublishBinary --address ADDRESS
+	// publish --topic T --namespace NS, the event on stdin. corrald passes
+	// itself (see `corrald publish`); empty means "corrald" on PATH.
+	PublishBinary string
 	// RuntimeOptions, if set, go to the shim's start on stdin, as containerd
 	// sends them (e.g. containerd.runc.v1.Options with the runtime binary).
 	RuntimeOptions *anypb.Any
@@ -47,7 +52,10 @@ type Options struct {
 // Shim is a connection to one running shim.
 type Shim struct {
 	Address string
-	Task    taskapi.TTRPCTaskService
+	// Binary is the shim binary Start ran (resolved to a path); empty
+	// after Connect.
+	Binary string
+	Task   taskapi.TTRPCTaskService
 
 	client *ttrpc.Client
 	done   chan struct{}
@@ -72,6 +80,13 @@ func ResolveBinary(name string) (string, error) {
 		return "", fmt.Errorf("no shim binary configured: %w", errdefs.ErrInvalidArgument)
 	}
 	if filepath.IsAbs(name) {
+		fi, err := os.Stat(name)
+		if err != nil {
+			return "", fmt.Errorf("shim %s: %w: %w", name, errdefs.ErrNotFound, err)
+		}
+		if !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
+			return "", fmt.Errorf("shim %s is not an executable file (mode %s): %w", name, fi.Mode(), errdefs.ErrNotFound)
+		}
 		return name, nil
 	}
 	if parts := strings.Split(name, "."); len(parts) == 4 && parts[0] == "io" && parts[1] == "containerd" {
@@ -129,24 +144,36 @@ func Start(ctx context.Context, bundle, id string, o Options) (*Shim, error) {
 	out, err := cmd.Output()
 	if err != nil {
 		stopLog()
-		return nil, fmt.Errorf("%s start: %w: %s", binary, err, strings.TrimSpace(stderr.String()+string(out)))
+		what := strings.TrimSpace(stderr.String() + string(out))
+		if what == "" {
+			what = "it wrote nothing to stdout or stderr"
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("shim %s start did not print its address within %s: %s: %w", binary, startTimeout, what, errdefs.ErrUnavailable)
+		}
+		return nil, fmt.Errorf("shim %s start failed (%v) before printing its address: %s", binary, err, what)
 	}
 	address, err := parseStartOutput(out)
 	if err != nil {
 		stopLog()
-		return nil, fmt.Errorf("%s start: %w", binary, err)
+		return nil, fmt.Errorf("shim %s start: %w", binary, err)
 	}
 	s, err := Connect(ctx, address)
 	if err != nil {
 		stopLog()
-		return nil, err
+		return nil, fmt.Errorf("shim %s start printed %s: %w", binary, address, err)
 	}
+	s.Binary = binary
 	s.stop = stopLog
 	return s, nil
 }
 
 func shimArgs(id string, o Options, sub string, extra ...string) []string {
-	args := []string{"-namespace", o.Namespace, "-id", id, "-address", o.Address, "-publish-binary", "corrald"}
+	publish := o.PublishBinary
+	if publish == "" {
+		publish = "corrald"
+	}
+	args := []string{"-namespace", o.Namespace, "-id", id, "-address", o.Address, "-publish-binary", publish}
 	if o.Debug {
 		args = append(args, "-debug")
 	}
@@ -176,6 +203,9 @@ func parseStartOutput(out []byte) (string, error) {
 			return "", fmt.Errorf("shim wants task API v%d; corral speaks v2: %w", p.Version, errdefs.ErrNotImplemented)
 		}
 		s = p.Address
+	}
+	if s == "" {
+		return "", errors.New("start exited without printing its address")
 	}
 	if !strings.HasPrefix(s, "unix://") || len(s) == len("unix://") {
 		return "", fmt.Errorf("start printed %q, not a unix:// address", s)

@@ -47,7 +47,9 @@ func TestResolveBinary(t *testing.T) {
 	}{
 		{"io.containerd.fake.v2", filepath.Join(dir, "containerd-shim-fake-v2"), nil},
 		{"my-shim", filepath.Join(dir, "my-shim"), nil},
-		{"/abs/path/shim", "/abs/path/shim", nil},
+		{filepath.Join(dir, "my-shim"), filepath.Join(dir, "my-shim"), nil},
+		{"/abs/path/shim", "", errdefs.IsNotFound},
+		{dir, "", errdefs.IsNotFound},
 		{"io.containerd.missing.v2", "", errdefs.IsNotFound},
 		{"", "", errdefs.IsInvalidArgument},
 	}
