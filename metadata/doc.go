@@ -39,6 +39,15 @@
 // at the old version or the new one, never between. A file written by a newer
 // schema is refused, untouched.
 //
+// A damaged file is refused, never replaced: before bbolt maps the file,
+// Open walks its page tree in a plain copy of the bytes (bbolt trusts its
+// file, and a cycle, a page past the end or a garbage freelist count would
+// hang, fault or exhaust memory inside it), then runs bbolt's own
+// consistency check. A file that fails either, or is empty, or records a
+// version but lost its tree, gets errdefs.ErrDataLoss with the path and
+// what to do, and is left untouched. Starting empty would make corrald
+// forget the pods still running on the node.
+//
 // Every mutating call is one bbolt transaction, committed and fsynced before
 // it returns. bbolt serialises writers itself and transactions here are
 // short, so the store needs no lock of its own; callers that must hold a

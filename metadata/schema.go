@@ -58,6 +58,12 @@ func upgrade(tx *bolt.Tx, sc schema) error {
 		if version, err = readVersion(tx); err != nil {
 			return err
 		}
+		// A file at the current version without its tree lost it: making
+		// a new, empty one would hide that every record is gone.
+		if version == sc.version && version >= 1 && tx.Bucket(rootBucket) == nil {
+			return fmt.Errorf("schema version %d is recorded but bucket %s, which holds every record, is missing: %w",
+				version, rootBucket, errdefs.ErrDataLoss)
+		}
 	}
 	if version > sc.version {
 		return fmt.Errorf("schema version %d is newer than this binary understands (%d); refusing to touch it, run a newer corrald: %w",

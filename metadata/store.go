@@ -35,7 +35,10 @@ type Store struct {
 }
 
 // Open opens (creating if needed) the store at path, upgrading an older
-// schema and refusing a newer one. The parent directory is created 0700 and
+// schema and refusing a newer one. A file that exists but is damaged
+// (truncated, empty, pages that do not check out) is refused with
+// errdefs.ErrDataLoss and left untouched: Open never starts a store empty
+// in place of one it could not read. The parent directory is created 0700 and
 // the file 0600: records hold pod specs, which may carry secrets in env.
 func Open(path string, opts Options) (*Store, error) {
 	return open(path, opts, currentSchema())
@@ -49,16 +52,21 @@ func open(path string, opts Options, sc schema) (*Store, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
+	if err := checkFile(path, timeout); err != nil {
+		return nil, err
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
-			return nil, fmt.Errorf("metadata: open %s: still locked by another process after %s (is another corrald using the same --root?): %w: %w",
-				path, timeout, err, errdefs.ErrUnavailable)
+			return nil, locked(path, timeout, err)
 		}
 		return nil, fmt.Errorf("metadata: open %s: %w", path, err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error { return upgrade(tx, sc) }); err != nil {
 		db.Close()
+		if errdefs.IsDataLoss(err) {
+			return nil, damaged(path, err)
+		}
 		return nil, fmt.Errorf("metadata: open %s: %w", path, err)
 	}
 	return &Store{
