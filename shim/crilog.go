@@ -31,7 +31,12 @@ func (f *criLogFile) stream(name string) io.WriteCloser {
 	return &criLogStream{file: f, name: []byte(name)}
 }
 
+// record writes one record. The time is taken under the lock, so the
+// records of both streams are in time order in the file, as log readers
+// that merge or tail by time expect.
 func (f *criLogFile) record(stream []byte, tag byte, line []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	var b bytes.Buffer
 	b.Grow(len(line) + 48)
 	b.WriteString(f.now().Format(time.RFC3339Nano))
@@ -42,8 +47,6 @@ func (f *criLogFile) record(stream []byte, tag byte, line []byte) error {
 	b.WriteByte(' ')
 	b.Write(line)
 	b.WriteByte('\n')
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	_, err := f.w.Write(b.Bytes())
 	return err
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/fifo"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/ttrpc"
+	shimapi "github.com/corral-runtime/corral/proto/shim/v1"
 	"golang.org/x/sys/unix"
 )
 
@@ -78,6 +79,7 @@ func Serve(ctx context.Context, cfg Config) error {
 		return err
 	}
 	taskapi.RegisterTTRPCTaskService(server, svc)
+	shimapi.RegisterShimService(server, svc.Corral())
 	served := make(chan error, 1)
 	go func() { served <- server.Serve(ctx, l) }()
 	log.Info("serving", "socket", cfg.Socket, "version", Version)

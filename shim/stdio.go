@@ -73,6 +73,15 @@ type processIO struct {
 
 	stdinMu sync.Mutex
 	stdin   io.WriteCloser // the process's stdin, closed by CloseIO
+	// stdinHold is the shim's own write end of the stdin FIFO: the process
+	// sees EOF on CloseIO, not when a client (an attach, corrald itself)
+	// closes its end, as containerd's shim does.
+	stdinHold io.Closer
+	stdinDone chan struct{} // closed when the stdin copy ends
+
+	outs *outputs
+	// fans hand stdout (0) and stderr (1) to attachers beside the log.
+	fans [2]fanout
 
 	outputs sync.WaitGroup // copies towards stdout/stderr
 	closers []io.Closer
@@ -153,16 +162,21 @@ func (p *processIO) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	p.outs = outs
 	p.closers = append(p.closers, outs)
-	if stdout != nil && outs.stdout != nil {
-		p.copyOut(outs.stdout, stdout)
-	} else if stdout != nil {
-		p.copyOut(nopWriteCloser{io.Discard}, stdout)
-	}
-	if stderr != nil && outs.stderr != nil {
-		p.copyOut(outs.stderr, stderr)
-	} else if stderr != nil {
-		p.copyOut(nopWriteCloser{io.Discard}, stderr)
+	for i, s := range []struct {
+		src io.Reader
+		dst io.WriteCloser
+	}{{stdout, outs.stdout}, {stderr, outs.stderr}} {
+		if s.src == nil {
+			// A terminal has no stderr: an attach to it ends at once.
+			p.fans[i].close()
+			continue
+		}
+		if s.dst == nil {
+			s.dst = nopWriteCloser{io.Discard}
+		}
+		p.copyOut(&teeWriter{log: s.dst, fan: &p.fans[i]}, s.src)
 	}
 
 	if p.stdio.Stdin != "" && stdinDst != nil {
@@ -171,16 +185,24 @@ func (p *processIO) start(ctx context.Context) error {
 			return err
 		}
 		p.closers = append(p.closers, in)
+		hold, err := fifo.OpenFifo(context.Background(), strings.TrimPrefix(p.stdio.Stdin, "fifo://"), syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return fmt.Errorf("open stdin fifo %q: %w", p.stdio.Stdin, err)
+		}
+		done := make(chan struct{})
 		p.stdinMu.Lock()
 		p.stdin = stdinDst
+		p.stdinHold = hold
+		p.stdinDone = done
 		p.stdinMu.Unlock()
 		go func() {
+			defer close(done)
 			buf := copyBuffers.Get().(*[]byte)
 			defer copyBuffers.Put(buf)
 			_, _ = io.CopyBuffer(stdinDst, in, *buf)
-			// The client closed its end: the process sees EOF, as it would
-			// on a terminal's ^D or a closed pipe.
-			p.closeStdin()
+			// Every writer closed its end, the shim's own last (CloseIO):
+			// the process sees EOF, as on a terminal's ^D or a closed pipe.
+			p.endStdin()
 		}()
 	}
 	return nil
@@ -199,14 +221,82 @@ func (p *processIO) copyOut(dst io.WriteCloser, src io.Reader) {
 	}()
 }
 
-// closeStdin gives the process EOF on stdin (CloseIO).
+// stdinDrain bounds how long CloseIO lets what clients wrote reach the
+// process before it gets EOF anyway.
+const stdinDrain = 2 * time.Second
+
+// closeStdin gives the process EOF on stdin (CloseIO). The shim's own end
+// closes now; what clients wrote is still copied, and once their ends are
+// closed too the process sees EOF. A client that keeps its end open holds
+// it for stdinDrain at most.
 func (p *processIO) closeStdin() {
+	p.stdinMu.Lock()
+	if p.stdinHold != nil {
+		p.stdinHold.Close()
+		p.stdinHold = nil
+	}
+	done := p.stdinDone
+	p.stdinMu.Unlock()
+	if done == nil {
+		p.endStdin()
+		return
+	}
+	go func() {
+		t := time.NewTimer(stdinDrain)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			p.endStdin()
+		}
+	}()
+}
+
+// endStdin closes the process's end of stdin; a terminal stays open, as
+// it is also the process's stdout.
+func (p *processIO) endStdin() {
 	p.stdinMu.Lock()
 	defer p.stdinMu.Unlock()
 	if p.stdin != nil && p.console == nil {
 		p.stdin.Close()
 	}
 	p.stdin = nil
+}
+
+// reopen reopens the log files the output goes to (log rotation).
+func (p *processIO) reopen() error {
+	if p.outs == nil {
+		return fmt.Errorf("the process logs to no file: %w", errdefs.ErrFailedPrecondition)
+	}
+	return p.outs.reopen()
+}
+
+// attach copies stdout and stderr, from now on, to FIFOs a client reads.
+func (p *processIO) attach(stdout, stderr string) error {
+	var opened []*os.File
+	for _, path := range []string{stdout, stderr} {
+		if path == "" {
+			opened = append(opened, nil)
+			continue
+		}
+		f, err := openAttachFifo(path)
+		if err != nil {
+			for _, o := range opened {
+				if o != nil {
+					o.Close()
+				}
+			}
+			return err
+		}
+		opened = append(opened, f)
+	}
+	var errs []error
+	for i, f := range opened {
+		if f != nil {
+			errs = append(errs, p.fans[i].add(f))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // wait waits until the process's output has been copied out, or until
@@ -236,10 +326,18 @@ func (p *processIO) close() {
 		p.socket.Close()
 		p.socket = nil
 	}
+	p.stdinMu.Lock()
+	if p.stdinHold != nil {
+		p.stdinHold.Close()
+		p.stdinHold = nil
+	}
+	p.stdinMu.Unlock()
 	for i := len(p.closers) - 1; i >= 0; i-- {
 		p.closers[i].Close()
 	}
 	p.closers = nil
+	p.fans[0].close()
+	p.fans[1].close()
 }
 
 // outputs holds the opened stdout and stderr destinations; when both name
@@ -247,6 +345,19 @@ func (p *processIO) close() {
 type outputs struct {
 	stdout, stderr io.WriteCloser
 	all            []io.Closer
+	files          []*logFile
+}
+
+// reopen reopens every log file by its path.
+func (o *outputs) reopen() error {
+	if len(o.files) == 0 {
+		return fmt.Errorf("the process logs to no file: %w", errdefs.ErrFailedPrecondition)
+	}
+	var errs []error
+	for _, f := range o.files {
+		errs = append(errs, f.reopen())
+	}
+	return errors.Join(errs...)
 }
 
 func (o *outputs) Close() error {
@@ -267,6 +378,9 @@ func openOutputs(ctx context.Context, stdout, stderr string) (*outputs, error) {
 			return nil, nil, fmt.Errorf("%s: %w", stream, err)
 		}
 		o.all = append(o.all, w)
+		if lf, ok := w.(*logFile); ok {
+			o.files = append(o.files, lf)
+		}
 		if criFormat(dest) {
 			lf := &criLogFile{w: w, now: time.Now}
 			return lf.stream(stream), lf, nil
@@ -317,10 +431,7 @@ func openOutput(ctx context.Context, dest string) (io.WriteCloser, error) {
 			if !filepath.IsAbs(u.Path) {
 				return nil, fmt.Errorf("log file %q must be absolute: %w", dest, errdefs.ErrInvalidArgument)
 			}
-			if err := os.MkdirAll(filepath.Dir(u.Path), 0o700); err != nil {
-				return nil, err
-			}
-			return os.OpenFile(u.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+			return openLogFile(u.Path)
 		default:
 			return nil, fmt.Errorf("stdio scheme %q: %w", u.Scheme, errdefs.ErrNotImplemented)
 		}
@@ -421,3 +532,63 @@ func (e eioAsEOF) Read(b []byte) (int, error) {
 type nopWriteCloser struct{ io.Writer }
 
 func (nopWriteCloser) Close() error { return nil }
+
+// logFile is an output file that log rotation can reopen: the kubelet
+// renames it and asks for a reopen, and from then on output goes to a new
+// file at the same path. Writes before the reopen land in the renamed file,
+// so no line is lost between the two.
+type logFile struct {
+	path   string
+	mu     sync.Mutex
+	f      *os.File
+	closed bool
+}
+
+func openLogFile(path string) (*logFile, error) {
+	f, err := createLog(path)
+	if err != nil {
+		return nil, err
+	}
+	return &logFile{path: path, f: f}, nil
+}
+
+func createLog(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+}
+
+func (l *logFile) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return 0, os.ErrClosed
+	}
+	return l.f.Write(b)
+}
+
+func (l *logFile) reopen() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return fmt.Errorf("log %s: the process has exited: %w", l.path, errdefs.ErrFailedPrecondition)
+	}
+	f, err := createLog(l.path)
+	if err != nil {
+		return fmt.Errorf("reopen log: %w", err)
+	}
+	l.f.Close()
+	l.f = f
+	return nil
+}
+
+func (l *logFile) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	return l.f.Close()
+}

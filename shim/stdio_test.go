@@ -312,7 +312,9 @@ func TestProcessIOPipes(t *testing.T) {
 	}
 	outR, errR := fifoReader(t, st.Stdout), fifoReader(t, st.Stderr)
 
-	// The client writes stdin and closes it: the child reads it, then EOF.
+	// The client writes stdin and closes its end: the child reads it, but
+	// EOF comes only with CloseIO, since the shim holds stdin open for the
+	// next client (an attach), as containerd's shim does.
 	in, err := os.OpenFile(st.Stdin, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -320,9 +322,19 @@ func TestProcessIOPipes(t *testing.T) {
 	io.WriteString(in, "ping\n")
 	in.Close()
 	childIn := child.Stdin.(*os.File)
-	childIn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if b, err := io.ReadAll(childIn); err != nil || string(b) != "ping\n" {
+	b := make([]byte, 5)
+	if _, err := io.ReadFull(childIn, b); err != nil || string(b) != "ping\n" {
 		t.Errorf("child read stdin %q, %v", b, err)
+	}
+	in, err = os.OpenFile(st.Stdin, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(in, "again\n")
+	in.Close()
+	pio.closeStdin()
+	if b, err := io.ReadAll(childIn); err != nil || string(b) != "again\n" {
+		t.Errorf("child read stdin %q, %v after CloseIO; want the second client's line, then EOF", b, err)
 	}
 
 	// The child writes and exits: its ends close, the copies drain.
@@ -341,7 +353,7 @@ func TestProcessIOPipes(t *testing.T) {
 	if got := readAll(t, errR, "oops\n"); got != "oops\n" {
 		t.Errorf("stderr = %q", got)
 	}
-	pio.closeStdin() // idempotent after the copy closed it
+	pio.closeStdin() // idempotent
 	if err := pio.resize(80, 24); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("resize without a terminal: %v", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/fifo"
 	"github.com/containerd/ttrpc"
+	shimapi "github.com/corral-runtime/corral/proto/shim/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -56,6 +57,10 @@ type Shim struct {
 	// after Connect.
 	Binary string
 	Task   taskapi.TTRPCTaskService
+	// Corral is corral.shim.v1.Shim on the same connection; another shim
+	// answers its calls with errdefs.ErrNotImplemented (after taskErr-style
+	// conversion).
+	Corral shimapi.ShimService
 
 	client *ttrpc.Client
 	done   chan struct{}
@@ -241,7 +246,7 @@ func Connect(ctx context.Context, address string) (*Shim, error) {
 	}
 	done := make(chan struct{})
 	client := ttrpc.NewClient(conn, ttrpc.WithOnClose(func() { close(done) }))
-	return &Shim{Address: address, Task: taskapi.NewTTRPCTaskClient(client), client: client, done: done}, nil
+	return &Shim{Address: address, Task: taskapi.NewTTRPCTaskClient(client), Corral: shimapi.NewShimClient(client), client: client, done: done}, nil
 }
 
 // Delete runs the shim's delete subcommand for a container whose shim died:
