@@ -152,11 +152,11 @@ func TestCallsAreLoggedAtDebug(t *testing.T) {
 	if _, err := env.runtime.Version(ctxTimeout(t), &runtimeapi.VersionRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	env.runtime.ReopenContainerLog(ctxTimeout(t), &runtimeapi.ReopenContainerLogRequest{})
+	env.runtime.CheckpointContainer(ctxTimeout(t), &runtimeapi.CheckpointContainerRequest{})
 	log := env.logs.String()
 	for _, want := range []string{
 		"level=DEBUG msg=\"CRI call\" method=/runtime.v1.RuntimeService/Version duration=",
-		"method=/runtime.v1.RuntimeService/ReopenContainerLog duration=",
+		"method=/runtime.v1.RuntimeService/CheckpointContainer duration=",
 		"code=Unimplemented",
 	} {
 		if !strings.Contains(log, want) {

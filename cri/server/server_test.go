@@ -154,9 +154,9 @@ func TestNewRefusesWhatCannotServe(t *testing.T) {
 func TestCallsNotBuiltYetAreUnimplemented(t *testing.T) {
 	env := newTestEnv(t, testConfig(t))
 	ctx := ctxTimeout(t)
-	_, err := env.runtime.ReopenContainerLog(ctx, &runtimeapi.ReopenContainerLogRequest{})
-	if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "ReopenContainerLog: not implemented yet") {
-		t.Errorf("ReopenContainerLog: %v, want Unimplemented naming the call", err)
+	_, err := env.runtime.CheckpointContainer(ctx, &runtimeapi.CheckpointContainerRequest{})
+	if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "CheckpointContainer: not implemented yet") {
+		t.Errorf("CheckpointContainer: %v, want Unimplemented naming the call", err)
 	}
 	_, err = env.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{})
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "config is missing") {
