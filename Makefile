@@ -10,7 +10,7 @@ LDFLAGS   ?= -s -w
 TEST_TIMEOUT ?= 25m
 export PATH := $(shell $(GO) env GOPATH)/bin:/usr/local/go/bin:$(PATH)
 
-.PHONY: all build deps test unit integration run lint protos install clean bench bench-go bench-shim bench-pull
+.PHONY: all build deps test unit integration run lint protos install uninstall clean bench bench-go bench-shim bench-pull
 
 all: build
 
@@ -105,13 +105,50 @@ bench-shim: build
 bench-pull: build
 	CORRAL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^$$' -bench 'Pull$$' -benchtime 3x -timeout 20m ./integration/
 
-# install: corrald finds corral-pause in $(PREFIX)/lib/corral (see cri/pause),
-# unless it sits next to corrald or [sandbox] pause_binary names another.
+# install: the binaries to $(PREFIX)/bin, corral-pause to
+# $(PREFIX)/lib/corral (where corrald looks, see cri/pause), the systemd unit
+# to $(UNITDIR), and the default config (`corrald config default`, every key
+# commented) to $(SYSCONFDIR)/corral/config.toml unless a config is there
+# already. DESTDIR stages it all under another root, as packagers do.
+# uninstall reverses it; it removes the config only while it is still the
+# default corrald prints, so an edited config stays.
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+CONFIG     := $(DESTDIR)$(SYSCONFDIR)/corral/config.toml
+UNIT       := $(DESTDIR)$(UNITDIR)/corrald.service
+
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(addprefix $(BIN)/,$(BINARIES)) $(DESTDIR)$(PREFIX)/bin/
 	install -d $(DESTDIR)$(PREFIX)/lib/corral
 	install -m 0755 $(BIN)/corral-pause $(DESTDIR)$(PREFIX)/lib/corral/corral-pause
+	install -d $(DESTDIR)$(UNITDIR)
+	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/etc/corral/|$(SYSCONFDIR)/corral/|g' \
+		cmd/corrald/corrald.service >$(UNIT).tmp
+	chmod 0644 $(UNIT).tmp && mv $(UNIT).tmp $(UNIT)
+	@if [ -e $(CONFIG) ]; then \
+		echo "install: keeping the existing $(CONFIG)"; \
+	else \
+		install -d $(dir $(CONFIG)) && \
+		$(BIN)/corrald config default >$(CONFIG).tmp && chmod 0644 $(CONFIG).tmp && mv $(CONFIG).tmp $(CONFIG) && \
+		echo "install: wrote the default config to $(CONFIG)"; \
+	fi
+	@echo "install: done; start corrald with: systemctl daemon-reload && systemctl enable --now corrald"
+
+uninstall:
+	@if [ -e $(CONFIG) ]; then \
+		if [ -x $(DESTDIR)$(PREFIX)/bin/corrald ] && $(DESTDIR)$(PREFIX)/bin/corrald config default | cmp -s - $(CONFIG); then \
+			rm -f $(CONFIG) && echo "uninstall: removed the default $(CONFIG)"; \
+		else \
+			echo "uninstall: keeping $(CONFIG): it is not the default config (edited?)"; \
+		fi; \
+	fi
+	@-rmdir $(dir $(CONFIG)) 2>/dev/null
+	rm -f $(UNIT) $(DESTDIR)$(SYSCONFDIR)/systemd/system/multi-user.target.wants/corrald.service
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(BINARIES))
+	rm -f $(DESTDIR)$(PREFIX)/lib/corral/corral-pause
+	@-rmdir $(DESTDIR)$(PREFIX)/lib/corral 2>/dev/null
+	@echo "uninstall: done; a running corrald and its pods keep running until stopped"
 
 clean:
 	rm -rf $(BIN) .integration.log

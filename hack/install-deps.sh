@@ -19,6 +19,7 @@ packages=(
 	libc6-dev                   # the static libc that corral-pause links
 	ca-certificates
 	util-linux                  # critest runs ipcmk; its images get ipcs (hack/critest.sh)
+	systemd                     # systemd-analyze verify of corrald.service (works where systemd is not PID 1)
 )
 
 missing=()

@@ -186,7 +186,14 @@ func serve(f flags, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(cfg, store, server.Options{Logger: log, Version: version, Images: images, Root: root, State: state, Metrics: m})
+	srv, err := server.New(cfg, store, server.Options{
+		Logger: log, Version: version, Images: images, Root: root, State: state, Metrics: m,
+		Ready: func() {
+			if err := sdNotify("READY=1"); err != nil {
+				log.Warn("cannot tell systemd corrald is ready", "error", err)
+			}
+		},
+	})
 	if err != nil {
 		return err
 	}
@@ -218,6 +225,7 @@ func serve(f flags, stderr io.Writer) error {
 	log.Info("corrald starting", "version", version, "root", root, "state", state,
 		"socket", socket, "config", source, "pid", os.Getpid())
 	err = srv.Serve(ctx, l)
+	sdNotify("STOPPING=1")
 	// Pods are left to their shims: a restarted corrald finds them again.
 	log.Info("corrald stopped; running pods keep running", "error", err)
 	return err

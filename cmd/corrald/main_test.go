@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -75,5 +76,34 @@ func TestCommandLineMistakes(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want exit %d and %q", code, errOut, tc.code, tc.want)
 			}
 		})
+	}
+}
+
+func TestSdNotify(t *testing.T) {
+	for _, abstract := range []bool{false, true} {
+		name := filepath.Join(t.TempDir(), "notify")
+		env := name
+		if abstract {
+			name = "\x00corral-test-" + filepath.Base(filepath.Dir(name))
+			env = "@" + name[1:]
+		}
+		l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("NOTIFY_SOCKET", env)
+		if err := sdNotify("READY=1"); err != nil {
+			t.Fatalf("abstract=%v: %v", abstract, err)
+		}
+		buf := make([]byte, 64)
+		n, err := l.Read(buf)
+		l.Close()
+		if err != nil || string(buf[:n]) != "READY=1" {
+			t.Fatalf("abstract=%v: got %q, %v", abstract, buf[:n], err)
+		}
+	}
+	t.Setenv("NOTIFY_SOCKET", "")
+	if err := sdNotify("READY=1"); err != nil {
+		t.Fatalf("without systemd: %v", err)
 	}
 }

@@ -18,7 +18,9 @@ const BinaryName = "corral-pause"
 
 // Find returns the absolute path of the pause binary: configured when it is
 // not empty, else the first corral-pause next to the running executable, in
-// /usr/local/lib/corral, in /usr/lib/corral or on PATH. The error is
+// lib/corral beside the executable's bin directory (make install's
+// PREFIX/lib/corral, whatever PREFIX), in /usr/local/lib/corral, in
+// /usr/lib/corral or on PATH. The error is
 // errdefs.ErrNotFound, saying how to build and install it, when there is none.
 func Find(configured string) (string, error) {
 	exeDir := ""
@@ -39,7 +41,7 @@ func find(configured, exeDir string, libDirs []string) (string, error) {
 	}
 	var dirs []string
 	if exeDir != "" {
-		dirs = append(dirs, exeDir)
+		dirs = append(dirs, exeDir, filepath.Join(filepath.Dir(exeDir), "lib", "corral"))
 	}
 	dirs = append(dirs, libDirs...)
 	for _, d := range dirs {

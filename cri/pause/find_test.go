@@ -28,7 +28,8 @@ func writeExe(t *testing.T, dir, name string, mode os.FileMode) string {
 
 func TestFindOrder(t *testing.T) {
 	root := t.TempDir()
-	exeDir := filepath.Join(root, "exe")
+	exeDir := filepath.Join(root, "prefix", "bin")
+	prefixLib := filepath.Join(root, "prefix", "lib", "corral")
 	lib1 := filepath.Join(root, "usr-local-lib")
 	lib2 := filepath.Join(root, "usr-lib")
 	pathDir := filepath.Join(root, "path")
@@ -47,6 +48,7 @@ func TestFindOrder(t *testing.T) {
 		{"PATH", ""},
 		{"/usr/lib/corral", lib2},
 		{"/usr/local/lib/corral", lib1},
+		{"PREFIX/lib/corral of the executable's PREFIX/bin", prefixLib},
 		{"next to the executable", exeDir},
 	} {
 		want := inPath
@@ -61,7 +63,7 @@ func TestFindOrder(t *testing.T) {
 
 	// A file that is not executable is passed over.
 	writeExe(t, exeDir, BinaryName, 0o644)
-	if got, err := find("", exeDir, libs); err != nil || got != filepath.Join(lib1, BinaryName) {
+	if got, err := find("", exeDir, libs); err != nil || got != filepath.Join(prefixLib, BinaryName) {
 		t.Errorf("non-executable next to the executable: find = %q, %v", got, err)
 	}
 }

@@ -67,6 +67,9 @@ type Options struct {
 	// Metrics records CRI calls, CNI operations and recovery, and counts
 	// pods, containers and shims at scrape time; nil means no metrics.
 	Metrics *metrics.Metrics
+	// Ready, if set, is called once Serve has recovered the pods and
+	// answers calls: corrald tells systemd then (Type=notify).
+	Ready func()
 }
 
 // Server answers CRI calls. Create it with New and run it with Serve.
@@ -86,6 +89,7 @@ type Server struct {
 	grpc            *grpc.Server
 	images          *image.Service
 	metrics         *metrics.Metrics
+	ready           func()
 
 	paths    layout
 	net      *network.Manager // nil without a root (unit tests)
@@ -125,6 +129,7 @@ func New(cfg *config.Config, store *metadata.Store, opts Options) (*Server, erro
 		paths:           layout{root: opts.Root, state: opts.State},
 		host:            opts.Host,
 		metrics:         opts.Metrics,
+		ready:           opts.Ready,
 		restrict:        cfg.RestrictOOMScoreAdj || lacksCapSysResource(),
 		stopping:        make(chan struct{}),
 	}
@@ -185,6 +190,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	defer s.shims.closeAll()
 	served := make(chan error, 1)
 	go func() { served <- s.grpc.Serve(l) }()
+	if s.ready != nil {
+		s.ready()
+	}
 	select {
 	case err := <-served:
 		s.grpc.Stop()
