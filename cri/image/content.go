@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 )
 
 // content keeps blobs by digest: ROOT/content/blobs/sha256/HEX. A blob is
@@ -142,19 +143,29 @@ func (c *content) list() ([]string, error) {
 	return out, nil
 }
 
-// usage adds up the blobs' sizes.
+// usage measures the content store the way du does: the blocks and inodes
+// of every blob, download in progress and directory under it.
 func (c *content) usage() (bytes, inodes int64, err error) {
-	entries, err := os.ReadDir(c.dir)
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, e := range entries {
-		if fi, err := e.Info(); err == nil {
-			bytes += fi.Size()
-			inodes++
+	root := filepath.Dir(filepath.Dir(c.dir))
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed by GC or a finished download meanwhile
 		}
-	}
-	return bytes, inodes, nil
+		if err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		bytes += st.Blocks * 512
+		inodes++
+		return nil
+	})
+	return bytes, inodes, err
 }
 
 func digestOf(h hash.Hash) string { return "sha256:" + hex.EncodeToString(h.Sum(nil)) }

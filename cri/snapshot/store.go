@@ -398,18 +398,34 @@ func (s *Store) detach(chainID digest.Digest) (string, error) {
 	return trash, nil
 }
 
-// Usage returns the disk usage of all snapshots.
+// Usage returns the disk usage of the store the way du counts it: the
+// snapshots' files as measured when each was unpacked (they never change
+// after), plus what the store's own directories and metadata files take,
+// read now. Work in progress (tmp-*) is left out. It reads no layer's
+// files, so it is cheap enough for the kubelet's periodic ImageFsInfo.
 func (s *Store) Usage() (Usage, error) {
 	infos, err := s.List()
 	if err != nil {
 		return Usage{}, err
 	}
 	var u Usage
+	u.add(s.root)
 	for _, info := range infos {
 		u.Bytes += info.Size
 		u.Inodes += info.Inodes
+		u.add(s.dir(info.ChainID))
+		u.add(filepath.Join(s.dir(info.ChainID), metaFile))
 	}
 	return u, nil
+}
+
+// add counts the file at p, if it is still there.
+func (u *Usage) add(p string) {
+	var st unix.Stat_t
+	if unix.Lstat(p, &st) == nil {
+		u.Bytes += st.Blocks * 512
+		u.Inodes++
+	}
 }
 
 // LowerDirs returns the overlayfs lowerdirs of the image whose top layer has

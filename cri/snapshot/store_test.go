@@ -153,9 +153,13 @@ func TestStoreLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Each snapshot: its fs directory and one file.
-	if u.Inodes != 6 || u.Bytes <= 0 || u.Bytes != base.Size+top.Size+alone.Size {
+	// Each snapshot: its fs directory and one file, measured at unpack;
+	// and its own directory and meta.json; and the store's root.
+	if u.Inodes != 3*(2+2)+1 || u.Bytes <= base.Size+top.Size+alone.Size {
 		t.Errorf("Usage = %+v, snapshots %+v %+v %+v", u, base, top, alone)
+	}
+	if b, n := du(t, e.root); u.Bytes != b || u.Inodes != n {
+		t.Errorf("Usage = %+v; du says %d bytes, %d inodes", u, b, n)
 	}
 
 	if err := s.Remove(base.ChainID); !errdefs.IsFailedPrecondition(err) {
