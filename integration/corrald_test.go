@@ -179,3 +179,39 @@ func TestCorrald(t *testing.T) {
 		}
 	}
 }
+
+// TestCorraldSystemdDriver: with cgroup_driver = "systemd" corrald reports
+// that driver to the kubelet where systemd runs, and on a node without
+// systemd refuses to start, naming the setting and the fix, instead of
+// failing every pod later.
+func TestCorraldSystemdDriver(t *testing.T) {
+	dir := shortTempDir(t)
+	cfg := filepath.Join(dir, "corrald.toml")
+	if err := os.WriteFile(cfg, []byte("cgroup_driver = \"systemd\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--config", cfg, "--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state")}
+	if fi, err := os.Stat("/run/systemd/system"); err == nil && fi.IsDir() {
+		d := startCorrald(t, filepath.Join(dir, "state"), args...)
+		rc, err := criClient(t, d.socket).RuntimeConfig(ctxTimeout(t, 10*time.Second), &runtimeapi.RuntimeConfigRequest{})
+		if err != nil || rc.GetLinux().GetCgroupDriver() != runtimeapi.CgroupDriver_SYSTEMD {
+			t.Errorf("RuntimeConfig = %v, %v; want the systemd driver", rc, err)
+		}
+		return
+	}
+	cmd := exec.Command(filepath.Join(binDir, "corrald"), args...)
+	done := make(chan struct{})
+	var out []byte
+	var err error
+	go func() { out, err = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatal("corrald kept running with the systemd driver on a node without systemd")
+	}
+	if err == nil || !strings.Contains(string(out), "systemd is not running on this node") || !strings.Contains(string(out), `cgroup_driver = "cgroupfs"`) {
+		t.Errorf("corrald with the systemd driver and no systemd: %v\n%s", err, out)
+	}
+}

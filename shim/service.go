@@ -686,7 +686,7 @@ func (s *Service) Stats(ctx context.Context, r *taskapi.StatsRequest) (*taskapi.
 	if err != nil {
 		return nil, err
 	}
-	a, err := statsToAny(st)
+	a, err := statsToAny(st, c.cgroup)
 	if err != nil {
 		return nil, err
 	}

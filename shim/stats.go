@@ -1,6 +1,11 @@
 package shim
 
 import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
 	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
 	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	runc "github.com/containerd/go-runc"
@@ -12,11 +17,45 @@ import (
 // containerd's runc shim reports (io.containerd.cgroups.v1.Metrics or
 // io.containerd.cgroups.v2.Metrics, by the host's cgroup mode), so clients
 // written for containerd decode them unchanged.
-func statsToAny(s *runc.Stats) (*anypb.Any, error) {
+//
+// memcg is the container's memory cgroup directory ("" if unknown): the OOM
+// kill count, which runc does not report, is read from it.
+func statsToAny(s *runc.Stats, memcg string) (*anypb.Any, error) {
 	if unifiedCgroups() {
-		return marshalAny(statsV2(s))
+		m := statsV2(s)
+		if ev := readKV(filepath.Join(memcg, "memory.events"), memcg); ev != nil {
+			m.MemoryEvents = &v2.MemoryEvents{Low: ev["low"], High: ev["high"], Max: ev["max"], Oom: ev["oom"], OomKill: ev["oom_kill"], OomGroupKill: ev["oom_group_kill"]}
+		}
+		return marshalAny(m)
 	}
-	return marshalAny(statsV1(s))
+	m := statsV1(s)
+	if oc := readKV(filepath.Join(memcg, "memory.oom_control"), memcg); oc != nil {
+		m.MemoryOomControl = &v1.MemoryOomControl{OomKillDisable: oc["oom_kill_disable"], UnderOom: oc["under_oom"], OomKill: oc["oom_kill"]}
+	}
+	return marshalAny(m)
+}
+
+// readKV reads a cgroup file of "key value" lines; nil when dir is empty or
+// the file cannot be read.
+func readKV(path, dir string) map[string]uint64 {
+	if dir == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	out := map[string]uint64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
+			out[k] = n
+		}
+	}
+	return out
 }
 
 func unifiedCgroups() bool {

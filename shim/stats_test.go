@@ -1,6 +1,8 @@
 package shim
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
@@ -110,7 +112,11 @@ func TestStatsEmpty(t *testing.T) {
 }
 
 func TestStatsToAny(t *testing.T) {
-	a, err := statsToAny(testStats())
+	// A fake memory cgroup: the OOM kill count comes from its files.
+	memcg := t.TempDir()
+	os.WriteFile(filepath.Join(memcg, "memory.oom_control"), []byte("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"), 0o644)
+	os.WriteFile(filepath.Join(memcg, "memory.events"), []byte("low 0\nhigh 0\nmax 4\noom 3\noom_kill 3\n"), 0o644)
+	a, err := statsToAny(testStats(), memcg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,13 +124,16 @@ func TestStatsToAny(t *testing.T) {
 		wantURL string
 		msg     proto.Message
 		pids    func() uint64
+		kills   func() uint64
 	)
 	if unifiedCgroups() {
 		m := &v2.Metrics{}
 		wantURL, msg, pids = "io.containerd.cgroups.v2.Metrics", m, func() uint64 { return m.Pids.GetCurrent() }
+		kills = func() uint64 { return m.GetMemoryEvents().GetOomKill() }
 	} else {
 		m := &v1.Metrics{}
 		wantURL, msg, pids = "io.containerd.cgroups.v1.Metrics", m, func() uint64 { return m.Pids.GetCurrent() }
+		kills = func() uint64 { return m.GetMemoryOomControl().GetOomKill() }
 	}
 	if a.TypeUrl != wantURL {
 		t.Fatalf("TypeUrl = %q, want %q (unified cgroups: %v)", a.TypeUrl, wantURL, unifiedCgroups())
@@ -134,5 +143,11 @@ func TestStatsToAny(t *testing.T) {
 	}
 	if pids() != 11 {
 		t.Errorf("decoded pids.current = %d, want 11", pids())
+	}
+	if kills() != 3 {
+		t.Errorf("decoded OOM kills = %d, want 3", kills())
+	}
+	if _, err := statsToAny(testStats(), ""); err != nil {
+		t.Errorf("without a memory cgroup: %v", err)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/corral-runtime/corral/cri/cgroup"
 	"github.com/corral-runtime/corral/cri/config"
 	"github.com/corral-runtime/corral/cri/image"
 	"github.com/corral-runtime/corral/cri/metrics"
@@ -134,6 +135,10 @@ func serve(f flags, stderr io.Writer) error {
 		return err // Load validated it; only a bug gets here
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// A driver the node cannot use would fail every pod; say so at start.
+	if err := cgroup.CheckDriver(cfg.CgroupDriver); err != nil {
+		return fmt.Errorf("%s: %w", source, err)
+	}
 
 	// Absolute paths: shims and mounts outlive this process's working
 	// directory.

@@ -5,16 +5,14 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
-	"strings"
+	"sync"
 	"syscall"
 	"time"
 
-	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
-	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/errdefs"
+	"github.com/corral-runtime/corral/cri/cgroup"
 	"github.com/corral-runtime/corral/metadata"
-	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -46,15 +44,21 @@ func (s *Server) ListContainerStats(ctx context.Context, r *runtimeapi.ListConta
 	}
 	resp := &runtimeapi.ListContainerStatsResponse{Stats: make([]*runtimeapi.ContainerStats, 0, len(cs))}
 	for _, c := range cs {
-		st, err := s.containerStats(ctx, c)
-		if err != nil {
-			// A container that ends meanwhile still gets listed.
-			s.log.Debug("container stats", "container", c.ID, "error", err)
-			st = s.baseStats(c)
-		}
-		resp.Stats = append(resp.Stats, st)
+		resp.Stats = append(resp.Stats, s.containerStatsOrBase(ctx, c))
 	}
+	s.cpu.prune()
 	return resp, nil
+}
+
+// containerStatsOrBase is containerStats for listings: a container that
+// ends meanwhile still gets listed, with what is known without its shim.
+func (s *Server) containerStatsOrBase(ctx context.Context, c metadata.Container) *runtimeapi.ContainerStats {
+	st, err := s.containerStats(ctx, c)
+	if err != nil {
+		s.log.Debug("container stats", "container", c.ID, "error", err)
+		return s.baseStats(c)
+	}
+	return st
 }
 
 func (s *Server) baseStats(c metadata.Container) *runtimeapi.ContainerStats {
@@ -80,56 +84,121 @@ func (s *Server) containerStats(ctx context.Context, c metadata.Container) (*run
 	if c.State != metadata.ContainerRunning {
 		return st, nil
 	}
-	sb, err := s.store.GetSandbox(c.SandboxID)
+	u, now, err := s.taskUsage(ctx, c)
 	if err != nil {
 		return nil, err
+	}
+	st.Cpu = s.cpuUsage(c.ID, now, u.CPU)
+	st.Memory = memoryUsage(now, u.Memory)
+	return st, nil
+}
+
+// taskUsage asks a running container's shim for its cgroup statistics.
+func (s *Server) taskUsage(ctx context.Context, c metadata.Container) (cgroup.Usage, time.Time, error) {
+	sb, err := s.store.GetSandbox(c.SandboxID)
+	if err != nil {
+		return cgroup.Usage{}, time.Time{}, err
 	}
 	sh, err := s.podShim(ctx, sb.ID, sb.ShimAddress)
 	if err != nil {
-		return nil, err
+		return cgroup.Usage{}, time.Time{}, err
 	}
 	resp, err := sh.Task.Stats(ctx, &taskapi.StatsRequest{ID: c.ID})
 	if err != nil {
-		return nil, taskErr(err)
+		return cgroup.Usage{}, time.Time{}, taskErr(err)
 	}
-	now := time.Now().UnixNano()
-	switch strings.TrimPrefix(resp.GetStats().GetTypeUrl(), "type.googleapis.com/") {
-	case "io.containerd.cgroups.v1.Metrics":
-		var m v1.Metrics
-		if err := proto.Unmarshal(resp.Stats.Value, &m); err != nil {
-			return nil, err
-		}
-		st.Cpu = &runtimeapi.CpuUsage{Timestamp: now, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: m.GetCPU().GetUsage().GetTotal()}}
-		usage := m.GetMemory().GetUsage().GetUsage()
-		inactive := m.GetMemory().GetTotalInactiveFile()
-		st.Memory = &runtimeapi.MemoryUsage{
-			Timestamp:       now,
-			WorkingSetBytes: &runtimeapi.UInt64Value{Value: usage - min(inactive, usage)},
-			UsageBytes:      &runtimeapi.UInt64Value{Value: usage},
-			RssBytes:        &runtimeapi.UInt64Value{Value: m.GetMemory().GetTotalRSS()},
-			PageFaults:      &runtimeapi.UInt64Value{Value: m.GetMemory().GetTotalPgFault()},
-			MajorPageFaults: &runtimeapi.UInt64Value{Value: m.GetMemory().GetTotalPgMajFault()},
-		}
-	case "io.containerd.cgroups.v2.Metrics":
-		var m v2.Metrics
-		if err := proto.Unmarshal(resp.Stats.Value, &m); err != nil {
-			return nil, err
-		}
-		st.Cpu = &runtimeapi.CpuUsage{Timestamp: now, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: m.GetCPU().GetUsageUsec() * 1000}}
-		usage := m.GetMemory().GetUsage()
-		inactive := m.GetMemory().GetInactiveFile()
-		st.Memory = &runtimeapi.MemoryUsage{
-			Timestamp:       now,
-			WorkingSetBytes: &runtimeapi.UInt64Value{Value: usage - min(inactive, usage)},
-			UsageBytes:      &runtimeapi.UInt64Value{Value: usage},
-			RssBytes:        &runtimeapi.UInt64Value{Value: m.GetMemory().GetAnon()},
-			PageFaults:      &runtimeapi.UInt64Value{Value: m.GetMemory().GetPgfault()},
-			MajorPageFaults: &runtimeapi.UInt64Value{Value: m.GetMemory().GetPgmajfault()},
-		}
-	default:
-		return nil, fmt.Errorf("stats of type %q: %w", resp.GetStats().GetTypeUrl(), errdefs.ErrNotImplemented)
+	now := time.Now()
+	m, err := cgroup.Decode(resp.GetStats().GetTypeUrl(), resp.GetStats().GetValue())
+	if err != nil {
+		return cgroup.Usage{}, time.Time{}, err
 	}
-	return st, nil
+	return m.Usage(), now, nil
+}
+
+// cpuUsage is the CRI's CPU usage; usage_nano_cores is the rate since the
+// previous sample of the same cgroup, and left out on the first.
+func (s *Server) cpuUsage(id string, now time.Time, c *cgroup.CPU) *runtimeapi.CpuUsage {
+	if c == nil {
+		return nil
+	}
+	out := &runtimeapi.CpuUsage{
+		Timestamp:            now.UnixNano(),
+		UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: c.UsageNanos},
+	}
+	if rate, ok := s.cpu.rate(id, now, c.UsageNanos); ok {
+		out.UsageNanoCores = &runtimeapi.UInt64Value{Value: rate}
+	}
+	return out
+}
+
+// memoryUsage is the CRI's memory usage; available_bytes only under a
+// limit.
+func memoryUsage(now time.Time, m *cgroup.Memory) *runtimeapi.MemoryUsage {
+	if m == nil {
+		return nil
+	}
+	out := &runtimeapi.MemoryUsage{
+		Timestamp:       now.UnixNano(),
+		WorkingSetBytes: &runtimeapi.UInt64Value{Value: m.WorkingSet},
+		UsageBytes:      &runtimeapi.UInt64Value{Value: m.Usage},
+		RssBytes:        &runtimeapi.UInt64Value{Value: m.RSS},
+		PageFaults:      &runtimeapi.UInt64Value{Value: m.PageFaults},
+		MajorPageFaults: &runtimeapi.UInt64Value{Value: m.MajorPageFaults},
+	}
+	if m.Limit > 0 {
+		out.AvailableBytes = &runtimeapi.UInt64Value{Value: m.Limit - min(m.Limit, m.WorkingSet)}
+	}
+	return out
+}
+
+// cpuSamples remembers the last CPU reading of each cgroup (a pod's or a
+// container's, by ID), to report a rate as the kubelet wants it.
+type cpuSamples struct {
+	mu   sync.Mutex
+	last map[string]cpuSample
+}
+
+type cpuSample struct {
+	at    time.Time
+	usage uint64
+}
+
+// sampleTTL is how long a reading is kept without a newer one: the kubelet
+// asks every few seconds, and the ID of a removed container is never asked
+// for again.
+const sampleTTL = 10 * time.Minute
+
+// rate records usage at now and returns the nanocores used since the
+// previous reading, if there is one to compare with.
+func (c *cpuSamples) rate(id string, now time.Time, usage uint64) (uint64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil {
+		c.last = map[string]cpuSample{}
+	}
+	prev, ok := c.last[id]
+	if ok && !now.After(prev.at) {
+		// Two readings at once (a list right after a single call): keep
+		// the older one to measure from.
+		return 0, false
+	}
+	c.last[id] = cpuSample{at: now, usage: usage}
+	if !ok || usage < prev.usage {
+		return 0, false
+	}
+	elapsed := now.Sub(prev.at)
+	return uint64(float64(usage-prev.usage) / elapsed.Seconds()), true
+}
+
+// prune forgets readings older than sampleTTL.
+func (c *cpuSamples) prune() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, smp := range c.last {
+		if time.Since(smp.at) > sampleTTL {
+			delete(c.last, id)
+		}
+	}
 }
 
 // diskUsage adds up the blocks and inodes under dir (hard links once).

@@ -140,7 +140,7 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 		ResolvConfPath: filepath.Join(s.paths.sandboxRoot(podID), "resolv.conf"),
 		HostnamePath:   filepath.Join(s.paths.sandboxRoot(podID), "hostname"),
 		HostsPath:      filepath.Join(s.paths.sandboxRoot(podID), "hosts"),
-		ShmPath:        shm, CgroupParent: defaultCgroupParent, RestrictOOMScoreAdj: s.restrict,
+		ShmPath:        shm, CgroupParent: sandboxCgroup(sb).parent, SystemdCgroup: s.systemdCgroup(), RestrictOOMScoreAdj: s.restrict,
 		Hostname: nodeName, Users: users, Host: s.host,
 	})
 	if err != nil {

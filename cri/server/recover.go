@@ -11,6 +11,7 @@ import (
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/errdefs"
+	"github.com/corral-runtime/corral/cri/cgroup"
 	"github.com/corral-runtime/corral/cri/metrics"
 	"github.com/corral-runtime/corral/cri/netns"
 	"github.com/corral-runtime/corral/cri/shimclient"
@@ -147,6 +148,11 @@ func (s *Server) sweep(ctx context.Context) {
 		}
 		s.deleteTask(ctx, metadata.Sandbox{ID: id}, id, s.paths.sandboxBundle(id))
 		unmountIfMounted(filepath.Join(s.paths.sandboxBundle(id), "shm"))
+		// The cgroup corrald would have chosen for it; one the kubelet
+		// named is the kubelet's.
+		if p, err := cgroup.Path(s.cfg.CgroupDriver, cgroup.DefaultParent(s.cfg.CgroupDriver, id)); err == nil {
+			s.cgroups.Remove(p)
+		}
 		os.RemoveAll(s.paths.sandboxBundle(id))
 	}
 	for _, id := range orphans(filepath.Join(s.paths.root, "sandboxes")) {

@@ -45,6 +45,13 @@ func (s *Server) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodSa
 		sh.Task.Shutdown(ctx, &taskapi.ShutdownRequest{ID: id})
 	}
 	s.shims.drop(id)
+	if cg := sandboxCgroup(sb); cg.owned {
+		// Its containers' cgroups went with them; the pod's own is
+		// corrald's to remove.
+		if err := s.cgroups.Remove(cg.path); err != nil {
+			return nil, fmt.Errorf("remove the pod's cgroup: %w", err)
+		}
+	}
 	for _, d := range []string{s.paths.sandboxBundle(id), s.paths.sandboxRoot(id)} {
 		if err := os.RemoveAll(d); err != nil {
 			return nil, err

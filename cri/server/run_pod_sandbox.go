@@ -12,6 +12,8 @@ import (
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/errdefs"
+	"github.com/corral-runtime/corral/cri/cgroup"
+	"github.com/corral-runtime/corral/cri/config"
 	"github.com/corral-runtime/corral/cri/netns"
 	"github.com/corral-runtime/corral/cri/network"
 	"github.com/corral-runtime/corral/cri/pause"
@@ -50,12 +52,19 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 		return nil, err
 	}
 	id := newID()
+	// Where the pod's cgroup is goes into the record from the start, so
+	// that removing a pod whose start was cut short finds it.
+	cg, err := s.podCgroup(cfg, id)
+	if err != nil {
+		return nil, err
+	}
 	md := cfg.GetMetadata()
 	rec := metadata.Sandbox{
 		ID: id, Name: md.GetName(), Namespace: md.GetNamespace(), UID: md.GetUid(), Attempt: md.GetAttempt(),
 		Config: raw, State: metadata.SandboxNotReady, RuntimeHandler: handler, CreatedAt: time.Now(),
-		Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(),
+		Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(), Extra: map[string]string{},
 	}
+	cg.record(rec.Extra)
 	unlock, err := s.locks.Lock(ctx, id)
 	if err != nil {
 		return nil, err
@@ -130,10 +139,14 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 		undo = append(undo, func() { unix.Unmount(shm, unix.MNT_DETACH) })
 	}
 
+	if cg.owned {
+		// Registered before the pause container: undone after it is gone.
+		undo = append(undo, func() { s.cgroups.Remove(cg.path) })
+	}
 	sp, err := spec.Sandbox(cfg, spec.SandboxOptions{
 		ID: id, PauseBinary: "/pause", Rootfs: rootfs, NetNSPath: nsPath,
 		ResolvConfPath: files.resolv, HostnamePath: files.hostname, HostsPath: files.hosts,
-		ShmPath: shm, CgroupParent: defaultCgroupParent, RestrictOOMScoreAdj: s.restrict,
+		ShmPath: shm, CgroupParent: cg.parent, SystemdCgroup: s.systemdCgroup(), RestrictOOMScoreAdj: s.restrict,
 		Hostname: hostname, Host: s.host,
 	})
 	if err != nil {
@@ -198,6 +211,13 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 const (
 	extraShm        = "shm"         // the pod's /dev/shm mount, "" for ipc NODE
 	extraShimBinary = "shim.binary" // the shim binary the pod was started with
+	// extraCgroupParent is the parent cgroup of the pod's containers, as
+	// the spec takes it; extraCgroup the pod cgroup's path in the
+	// hierarchy; extraCgroupOwned is "true" when corrald chose it (the
+	// kubelet named none), so it removes it with the pod.
+	extraCgroupParent = "cgroup_parent"
+	extraCgroup       = "cgroup"
+	extraCgroupOwned  = "cgroup_owned"
 )
 
 // shimStartError says which handler's shim failed to start and why, as a
@@ -226,8 +246,52 @@ func addAnnotations(sp *specs.Spec, extra map[string]string) {
 	}
 }
 
-// defaultCgroupParent holds pods whose config names no cgroup parent.
-const defaultCgroupParent = "/corral"
+// legacyCgroupParent held the containers of pods made before pods got a
+// cgroup of their own.
+const legacyCgroupParent = "/corral"
+
+// podCgroupInfo is where a pod's cgroup is.
+type podCgroupInfo struct {
+	parent, path string
+	owned        bool
+}
+
+// podCgroup decides a new pod's cgroup: the config's cgroup_parent (the
+// kubelet's pod cgroup), else one of corrald's own for the pod alone.
+func (s *Server) podCgroup(cfg *runtimeapi.PodSandboxConfig, id string) (podCgroupInfo, error) {
+	driver := s.cfg.CgroupDriver
+	info := podCgroupInfo{parent: cfg.GetLinux().GetCgroupParent()}
+	if info.parent == "" {
+		info.parent, info.owned = cgroup.DefaultParent(driver, id), true
+	}
+	p, err := cgroup.Path(driver, info.parent)
+	if err != nil {
+		return info, fmt.Errorf("config.linux.cgroup_parent: %w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	info.path = p
+	return info, nil
+}
+
+func (c podCgroupInfo) record(extra map[string]string) {
+	extra[extraCgroupParent] = c.parent
+	extra[extraCgroup] = c.path
+	if c.owned {
+		extra[extraCgroupOwned] = "true"
+	}
+}
+
+// sandboxCgroup reads where a pod's cgroup is from its record. Pods made
+// before pods had cgroups of their own have no path.
+func sandboxCgroup(sb metadata.Sandbox) podCgroupInfo {
+	if sb.Extra == nil || sb.Extra[extraCgroupParent] == "" {
+		return podCgroupInfo{parent: legacyCgroupParent}
+	}
+	return podCgroupInfo{parent: sb.Extra[extraCgroupParent], path: sb.Extra[extraCgroup], owned: sb.Extra[extraCgroupOwned] == "true"}
+}
+
+func (s *Server) systemdCgroup() bool {
+	return s.cfg.CgroupDriver == config.CgroupDriverSystemd
+}
 
 func validateSandboxConfig(cfg *runtimeapi.PodSandboxConfig) error {
 	if cfg == nil {

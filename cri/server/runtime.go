@@ -12,11 +12,14 @@ import (
 	"strings"
 	"sync"
 
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/corral-runtime/corral/cri/config"
 	"github.com/corral-runtime/corral/cri/shimclient"
 	"github.com/corral-runtime/corral/metadata"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // shimNamespace is the namespace corrald's containers live in, in the
@@ -138,6 +141,9 @@ func (s *Server) shimOptions(rt config.Runtime, binary string) (shimclient.Optio
 	if err != nil {
 		return shimclient.Options{}, err
 	}
+	if opts, err = s.withCgroupDriver(rt, opts); err != nil {
+		return shimclient.Options{}, err
+	}
 	if binary == "" {
 		binary = rt.Shim
 	}
@@ -155,6 +161,25 @@ func (s *Server) shimOptions(rt config.Runtime, binary string) (shimclient.Optio
 		Debug:          s.log.Enabled(context.Background(), -4),
 		Log:            s.log,
 	}, nil
+}
+
+// withCgroupDriver tells a runc shim to use runc's systemd cgroup driver
+// when corrald's cgroup_driver is systemd: the specs then name slices and
+// scopes, which the cgroupfs driver would take for paths.
+func (s *Server) withCgroupDriver(rt config.Runtime, opts *anypb.Any) (*anypb.Any, error) {
+	if !s.systemdCgroup() || !rt.TakesRuncOptions() || opts == nil {
+		return opts, nil
+	}
+	var o runcoptions.Options
+	if err := proto.Unmarshal(opts.GetValue(), &o); err != nil {
+		return nil, fmt.Errorf("runc options: %w", err)
+	}
+	o.SystemdCgroup = true
+	b, err := proto.Marshal(&o)
+	if err != nil {
+		return nil, err
+	}
+	return &anypb.Any{TypeUrl: opts.GetTypeUrl(), Value: b}, nil
 }
 
 // podShimOptions are the shim options of an existing pod: its handler's,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/ttrpc"
+	"github.com/corral-runtime/corral/cri/cgroup"
 	"github.com/corral-runtime/corral/cri/config"
 	"github.com/corral-runtime/corral/cri/image"
 	"github.com/corral-runtime/corral/cri/metrics"
@@ -100,6 +101,8 @@ type Server struct {
 	features handlerFeatures
 	hub      eventHub
 	oom      oomSet
+	cgroups  cgroup.Node
+	cpu      cpuSamples
 	stopping chan struct{}
 
 	mu sync.Mutex
@@ -132,6 +135,7 @@ func New(cfg *config.Config, store *metadata.Store, opts Options) (*Server, erro
 		ready:           opts.Ready,
 		restrict:        cfg.RestrictOOMScoreAdj || lacksCapSysResource(),
 		stopping:        make(chan struct{}),
+		cgroups:         cgroup.Host(),
 	}
 	if s.host == nil {
 		s.host = spec.OSHost{RuntimeDefault: spec.DefaultSeccomp}

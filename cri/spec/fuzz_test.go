@@ -79,6 +79,7 @@ func FuzzContainerSpec(f *testing.F) {
 
 		sopts := sandboxOpts(h)
 		sopts.RestrictOOMScoreAdj = len(ctrBytes)%2 == 0
+		sopts.SystemdCgroup = len(podBytes)%2 == 0
 		if s, err := Sandbox(&pod, sopts); err == nil {
 			if _, err := json.Marshal(s); err != nil {
 				t.Fatalf("sandbox spec does not marshal: %v", err)
@@ -88,6 +89,7 @@ func FuzzContainerSpec(f *testing.F) {
 		copts.Users = users
 		copts.TargetPID = 7
 		copts.RestrictOOMScoreAdj = sopts.RestrictOOMScoreAdj
+		copts.SystemdCgroup = sopts.SystemdCgroup
 		if s, err := Container(&cfg, &pod, img, copts); err == nil {
 			if _, err := json.Marshal(s); err != nil {
 				t.Fatalf("container spec does not marshal: %v", err)

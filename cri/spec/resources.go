@@ -26,10 +26,12 @@ const (
 )
 
 // cgroupsPath is where the runtime puts a container's cgroup: "parent/id"
-// for the cgroupfs driver, or "slice:corral:id" when the parent is a
-// systemd slice (runc's systemd driver format). Empty means the runtime's
-// default.
-func cgroupsPath(field, parent, id string) (string, error) {
+// for the cgroupfs driver, or "slice:corral:id" for the systemd driver,
+// whose parent is a slice (runc's format for its systemd driver; the
+// kubelet sends the whole slice path, /kubepods.slice/.../NAME.slice, and
+// systemd only needs the last one, whose name encodes its parents). Empty
+// means the runtime's default.
+func cgroupsPath(field, parent, id string, systemd bool) (string, error) {
 	if parent == "" {
 		return "", nil
 	}
@@ -39,20 +41,17 @@ func cgroupsPath(field, parent, id string) (string, error) {
 	if hasDotDot(parent) {
 		return "", invalidf(field, "%q contains a \"..\" element", parent)
 	}
-	base := path.Base(parent)
-	if strings.HasSuffix(base, ".slice") {
-		// The kubelet's systemd driver sends the whole slice path
-		// (/kubepods.slice/kubepods-burstable.slice/...); systemd only
-		// needs the last one, whose name encodes its parents.
-		if !validName(base) {
-			return "", invalidf(field, "%q is not a systemd slice name", base)
+	if systemd {
+		base := path.Base(parent)
+		if !strings.HasSuffix(base, ".slice") || !validName(base) {
+			return "", invalidf(field, "%q is not a systemd slice (NAME.slice), and corrald's cgroup_driver is systemd", parent)
 		}
 		return base + ":" + cgroupPrefix + ":" + id, nil
 	}
 	if !strings.HasPrefix(parent, "/") {
 		// A relative path would be taken from wherever the runtime
 		// happens to run.
-		return "", invalidf(field, "%q is neither an absolute cgroupfs path nor a systemd slice", parent)
+		return "", invalidf(field, "%q is not an absolute cgroupfs path, and corrald's cgroup_driver is cgroupfs", parent)
 	}
 	return path.Join(parent, id), nil
 }

@@ -90,23 +90,30 @@ func TestContainerResourcesErrors(t *testing.T) {
 
 func TestCgroupsPath(t *testing.T) {
 	for _, tc := range []struct {
-		parent, want, wantErr string
+		parent        string
+		systemd       bool
+		want, wantErr string
 	}{
 		{parent: "", want: ""},
+		{parent: "", systemd: true, want: ""},
 		{parent: "/kubepods/burstable/pod1", want: "/kubepods/burstable/pod1/c1"},
-		{parent: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice", want: "kubepods-burstable-pod1.slice:corral:c1"},
-		{parent: "kubepods-pod1.slice", want: "kubepods-pod1.slice:corral:c1"},
-		{parent: "kubepods", wantErr: "neither"},
+		// To the cgroupfs driver a slice-looking parent is a path.
+		{parent: "/kubepods.slice/kubepods-pod1.slice", want: "/kubepods.slice/kubepods-pod1.slice/c1"},
+		{parent: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice", systemd: true, want: "kubepods-burstable-pod1.slice:corral:c1"},
+		{parent: "kubepods-pod1.slice", systemd: true, want: "kubepods-pod1.slice:corral:c1"},
+		{parent: "kubepods-pod1.slice", wantErr: "absolute cgroupfs path"},
+		{parent: "/kubepods/burstable", systemd: true, wantErr: "systemd slice"},
+		{parent: "kubepods", wantErr: "absolute"},
 		{parent: "/kubepods/../etc", wantErr: `".."`},
 		{parent: "/a\x00", wantErr: "NUL"},
 	} {
-		got, err := cgroupsPath("f", tc.parent, "c1")
+		got, err := cgroupsPath("f", tc.parent, "c1", tc.systemd)
 		if tc.wantErr != "" {
 			wantErr(t, err, errdefs.IsInvalidArgument, tc.wantErr)
 			continue
 		}
 		if err != nil || got != tc.want {
-			t.Errorf("cgroupsPath(%q) = %q, %v; want %q", tc.parent, got, err, tc.want)
+			t.Errorf("cgroupsPath(%q, systemd %v) = %q, %v; want %q", tc.parent, tc.systemd, got, err, tc.want)
 		}
 	}
 

@@ -58,6 +58,9 @@ type SandboxOptions struct {
 	// CgroupParent is the parent cgroup used when the CRI config names
 	// none.
 	CgroupParent string
+	// SystemdCgroup says the runtime uses its systemd cgroup driver: the
+	// parent must then be a slice.
+	SystemdCgroup bool
 	// RestrictOOMScoreAdj raises the pause process's oom_score_adj to
 	// corrald's own when lower, for nodes where corrald lacks
 	// CAP_SYS_RESOURCE.
@@ -93,6 +96,8 @@ type ContainerOptions struct {
 	// CgroupParent is the parent cgroup used when the sandbox config names
 	// none.
 	CgroupParent string
+	// SystemdCgroup says the runtime uses its systemd cgroup driver.
+	SystemdCgroup bool
 	// RestrictOOMScoreAdj raises the container's oom_score_adj to
 	// corrald's own when lower.
 	RestrictOOMScoreAdj bool
@@ -130,7 +135,7 @@ func Sandbox(cfg *runtimeapi.PodSandboxConfig, opts SandboxOptions) (*specs.Spec
 	if err != nil {
 		return nil, err
 	}
-	cgroups, err := cgroupsPath("linux.cgroup_parent", or(cfg.GetLinux().GetCgroupParent(), opts.CgroupParent), opts.ID)
+	cgroups, err := cgroupsPath("linux.cgroup_parent", or(cfg.GetLinux().GetCgroupParent(), opts.CgroupParent), opts.ID, opts.SystemdCgroup)
 	if err != nil {
 		return nil, err
 	}
@@ -330,7 +335,7 @@ func Container(cfg *runtimeapi.ContainerConfig, sandbox *runtimeapi.PodSandboxCo
 		}
 		oom = &v
 	}
-	cgroups, err := cgroupsPath("sandbox config linux.cgroup_parent", or(sandbox.GetLinux().GetCgroupParent(), opts.CgroupParent), opts.ID)
+	cgroups, err := cgroupsPath("sandbox config linux.cgroup_parent", or(sandbox.GetLinux().GetCgroupParent(), opts.CgroupParent), opts.ID, opts.SystemdCgroup)
 	if err != nil {
 		return nil, err
 	}
