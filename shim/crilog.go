@@ -65,6 +65,9 @@ type criLogStream struct {
 	file    *criLogFile
 	name    []byte
 	pending []byte
+	// partial is set while the last record written was a "P": the line
+	// it began is not finished until an "F" record ends it.
+	partial bool
 }
 
 // Write turns the bytes into records: complete lines as "F", a line longer
@@ -91,6 +94,7 @@ func (s *criLogStream) Write(p []byte) (int, error) {
 		if err := s.file.record(s.name, 'P', s.pending[:maxLogLine]); err != nil {
 			return 0, err
 		}
+		s.partial = true
 		s.pending = append(s.pending[:0], s.pending[maxLogLine:]...)
 	}
 	return n, nil
@@ -103,13 +107,17 @@ func (s *criLogStream) emit(line []byte, tag byte) error {
 		}
 		line = line[maxLogLine:]
 	}
+	s.partial = false
 	return s.file.record(s.name, tag, line)
 }
 
 // Close writes what is left of an unfinished line as a full record, so the
-// last words of a process that did not end its line are not lost.
+// last words of a process that did not end its line are not lost. A line
+// whose pieces all went out as "P" records gets an empty "F" to end it:
+// a reader joins "P" records until an "F", and would otherwise wait for
+// the rest of the line forever.
 func (s *criLogStream) Close() error {
-	if len(s.pending) > 0 {
+	if len(s.pending) > 0 || s.partial {
 		s.emit(s.pending, 'F')
 		s.pending = nil
 	}

@@ -30,6 +30,8 @@ func TestCRILogRecords(t *testing.T) {
 		{"unfinished line flushed at close", []string{"bye"}, []string{"stdout F bye"}},
 		{"long line in pieces", []string{long + "\n"}, []string{"stdout P " + long[:maxLogLine], "stdout F " + long[maxLogLine:]}},
 		{"long unfinished line", []string{long}, []string{"stdout P " + long[:maxLogLine], "stdout F " + long[maxLogLine:]}},
+		{"unfinished line of exactly one piece", []string{long[:maxLogLine]}, []string{"stdout P " + long[:maxLogLine], "stdout F "}},
+		{"finished line of exactly one piece", []string{long[:maxLogLine], "\n"}, []string{"stdout P " + long[:maxLogLine], "stdout F "}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
