@@ -31,13 +31,50 @@ $(BIN)/corral-pause: hack/pause/pause.c
 # test: unit tests, critest, then integration tests against real runc, CNI,
 # registry and containerd (last, so the run closes on go test's verdict).
 # Needs root.
-test: deps build lint unit critest integration
+test: deps build lint unit fuzz-short critest integration
 
 unit:
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(shell $(GO) list ./... | grep -v /integration)
 
 integration: build $(BIN)/crictl
 	CORRAL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) -v ./integration/...
+
+# Every fuzz target, as package:Name. Each has a seed corpus under the
+# package's testdata/fuzz/<Name>/, which `make unit` runs as plain tests.
+FUZZ_TARGETS := \
+	./cri/snapshot:FuzzUnpack \
+	./cri/image:FuzzPull \
+	./cri/registry:FuzzHostsFile \
+	./cri/registry:FuzzNormalize \
+	./cri/spec:FuzzContainerSpec \
+	./cri/netns:FuzzParseNetDev \
+	./shim:FuzzCRILog \
+	./metadata:FuzzDecode \
+	./metadata:FuzzStoredRecord \
+	./metadata:FuzzOpen
+FUZZTIME ?= 10s
+FUZZTIME_LONG ?= 5m
+
+# fuzz-short: each target for FUZZTIME (10s) in turn, as part of test.
+# fuzz: each for FUZZTIME_LONG (5m), or only FUZZ=FuzzX; run it alone, since
+# a fuzzer takes every core. A crash lands in testdata/fuzz/<Name>/: commit
+# it with the fix. The short run does not minimize new inputs, which would
+# take all of its time.
+.PHONY: fuzz fuzz-short
+fuzz-short:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 0 $$pkg; \
+	done
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		if [ -n "$(FUZZ)" ] && [ "$(FUZZ)" != "$$name" ]; then continue; fi; \
+		echo "fuzz $$name ($$pkg) for $(FUZZTIME_LONG)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME_LONG) $$pkg; \
+	done
 
 # run: builds, installs what is missing (a default pod network in
 # /etc/cni/net.d if it holds none) and starts corrald with the built-in
