@@ -44,6 +44,7 @@ integration: build $(BIN)/crictl
 FUZZ_TARGETS := \
 	./cri/snapshot:FuzzUnpack \
 	./cri/image:FuzzPull \
+	./cri/image:FuzzArchive \
 	./cri/registry:FuzzHostsFile \
 	./cri/registry:FuzzNormalize \
 	./cri/spec:FuzzContainerSpec \
