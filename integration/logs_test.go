@@ -98,7 +98,7 @@ func (e *podEnv) crictlSplit(t *testing.T, timeout time.Duration, args ...string
 func dropCrictlWarnings(s string) string {
 	var keep []string
 	for _, l := range strings.SplitAfter(s, "\n") {
-		if !strings.HasPrefix(l, "time=\"") {
+		if !strings.HasPrefix(l, "time=\"") || !strings.Contains(l, "level=warning") {
 			keep = append(keep, l)
 		}
 	}

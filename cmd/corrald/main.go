@@ -30,6 +30,7 @@ import (
 	"github.com/corral-runtime/corral/cri/server"
 	"github.com/corral-runtime/corral/cri/shimclient"
 	"github.com/corral-runtime/corral/metadata"
+	"k8s.io/klog/v2"
 )
 
 // version is set with -ldflags '-X main.version=...'; it is a variable only
@@ -139,6 +140,8 @@ func serve(f flags, stderr io.Writer) error {
 	if err := cgroup.CheckDriver(cfg.CgroupDriver); err != nil {
 		return fmt.Errorf("%s: %w", source, err)
 	}
+	// The Kubernetes streaming server logs through klog: into corrald's log.
+	klog.SetSlogLogger(log.With("component", "streaming"))
 
 	// Absolute paths: shims and mounts outlive this process's working
 	// directory.

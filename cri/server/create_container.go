@@ -162,6 +162,15 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 		// ignores the query and writes raw output.
 		stdout = "file://" + logPath + "?format=cri"
 	}
+	stdin := ""
+	if cfg.GetStdin() {
+		// The shim holds it open for the container's life; each attach
+		// writes to it.
+		stdin = filepath.Join(bundle, stdinFifo)
+		if err := unix.Mkfifo(stdin, 0o600); err != nil {
+			return nil, fmt.Errorf("stdin fifo: %w", err)
+		}
+	}
 	shimOpts, err := s.podShimOptions(sb)
 	if err != nil {
 		return nil, err
@@ -172,7 +181,7 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 		return nil, err
 	}
 	created, err := sh.Task.Create(ctx, &taskapi.CreateTaskRequest{
-		ID: id, Bundle: bundle, Terminal: cfg.GetTty(), Stdout: stdout, Stderr: stdout, Options: opts,
+		ID: id, Bundle: bundle, Terminal: cfg.GetTty(), Stdin: stdin, Stdout: stdout, Stderr: stdout, Options: opts,
 		Rootfs: []*types.Mount{{Type: "overlay", Source: "overlay", Options: []string{overlay}}},
 	})
 	if err != nil {

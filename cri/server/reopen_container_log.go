@@ -49,9 +49,15 @@ func (s *Server) corralCallErr(sb metadata.Sandbox, call string, err error) erro
 	if !errdefs.IsNotImplemented(err) {
 		return err
 	}
-	name, rt, herr := s.handler(sb.RuntimeHandler)
-	if herr != nil {
-		return err
+	shim := sb.Extra[extraShimBinary]
+	if shim == "" {
+		if _, rt, herr := s.handler(sb.RuntimeHandler); herr == nil {
+			shim = rt.Shim
+		}
 	}
-	return fmt.Errorf("%s needs containerd-shim-corral-v2; runtime handler %q runs shim %q, which does not serve it: %w", call, name, rt.Shim, errdefs.ErrNotImplemented)
+	handler := sb.RuntimeHandler
+	if handler == "" {
+		handler = s.cfg.DefaultRuntime
+	}
+	return fmt.Errorf("%s needs containerd-shim-corral-v2; runtime handler %q runs shim %q, which does not serve it: %w", call, handler, shim, errdefs.ErrNotImplemented)
 }

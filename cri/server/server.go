@@ -22,6 +22,7 @@ import (
 	"github.com/corral-runtime/corral/cri/network"
 	"github.com/corral-runtime/corral/cri/shimclient"
 	"github.com/corral-runtime/corral/cri/spec"
+	"github.com/corral-runtime/corral/cri/streaming"
 	"github.com/corral-runtime/corral/metadata"
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -109,6 +110,8 @@ type Server struct {
 	// podCIDR is what the kubelet last sent in UpdateRuntimeConfig. It is
 	// not persisted: the kubelet sends it again whenever it starts.
 	podCIDR string
+	// stream is the streaming server while Serve runs.
+	stream streamServer
 }
 
 // New checks cfg and returns a Server backed by store, not yet serving.
@@ -192,6 +195,11 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		s.recover(ctx)
 	}
 	defer s.shims.closeAll()
+	stopStreaming, err := s.serveStreaming(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopStreaming()
 	served := make(chan error, 1)
 	go func() { served <- s.grpc.Serve(l) }()
 	if s.ready != nil {
@@ -315,6 +323,34 @@ func removeStaleSocket(path string) error {
 // errNoImages answers image calls on a server built without an image store
 // (unit tests of other calls).
 var errNoImages = fmt.Errorf("image service: %w", errdefs.ErrNotImplemented)
+
+// serveStreaming binds [streaming] address and serves exec, attach and
+// port-forward streams until the returned function is called.
+func (s *Server) serveStreaming(ctx context.Context) (func(), error) {
+	st, err := streaming.Listen(s.cfg.Streaming.Address, streamRuntime{s})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := st.Serve(ctx); err != nil {
+			s.log.Error("streaming server", "error", err)
+		}
+	}()
+	s.mu.Lock()
+	s.stream = st
+	s.mu.Unlock()
+	s.log.Info("streaming server listening", "address", st.Addr())
+	return func() {
+		s.mu.Lock()
+		s.stream = nil
+		s.mu.Unlock()
+		cancel()
+		<-done
+	}, nil
+}
 
 // serveEvents listens for the shims' events at STATE/corral.sock.ttrpc.
 func (s *Server) serveEvents(ctx context.Context) (func(), error) {
