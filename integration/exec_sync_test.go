@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +44,7 @@ func TestExecSync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(ps.Stdout), "sleep 10") {
+	if slices.ContainsFunc(strings.Split(string(ps.Stdout), "\n"), func(l string) bool { return strings.HasSuffix(l, " sleep 10") }) {
 		t.Errorf("the timed-out command still runs:\n%s", ps.Stdout)
 	}
 

@@ -145,6 +145,26 @@ func TestLogs10000Lines(t *testing.T) {
 		t.Errorf("crictl logs --tail 5: stdout %q stderr %q; want %q and %q", out, errOut, wantOut, wantErr)
 	}
 
+	// A line longer than 16 KiB is cut into partial (P) records that join
+	// back into it; crictl logs joins them too.
+	long := e.containerConfig("long", "sh", "-c", `head -c 40000 /dev/zero | tr '\0' x; echo; echo short`)
+	lid, _ := e.runContainer(t, podID, pod, long)
+	lst := e.waitContainer(t, lid, runtimeapi.ContainerState_CONTAINER_EXITED, 60*time.Second)
+	lrecs := readCRILog(t, lst.LogPath)
+	var tags, joined string
+	for _, r := range lrecs {
+		tags += r.tag
+		if r.text != "short" {
+			joined += r.text
+		}
+	}
+	if tags != "PPFF" || joined != strings.Repeat("x", 40000) {
+		t.Errorf("a 40000-byte line gave records %q of %d bytes in all, want PPFF and every byte", tags, len(joined))
+	}
+	if out, _, err := e.crictlSplit(t, time.Minute, "logs", lid); err != nil || out != strings.Repeat("x", 40000)+"\nshort\n" {
+		t.Errorf("crictl logs of the long line: %d bytes, %v", len(out), err)
+	}
+
 	// -f follows a running container and ends when it exits.
 	follow := e.containerConfig("follow", "sh", "-c", `i=0; while [ $i -lt 30 ]; do echo "line $i"; i=$((i+1)); sleep 0.1; done`)
 	fid, _ := e.runContainer(t, podID, pod, follow)
