@@ -20,6 +20,7 @@ packages=(
 	ca-certificates
 	util-linux                  # critest runs ipcmk; its images get ipcs (hack/critest.sh)
 	systemd                     # systemd-analyze verify of corrald.service (works where systemd is not PID 1)
+	skopeo                      # writes and reads the docker-archive and oci-archive files of the image import/export tests
 )
 
 missing=()

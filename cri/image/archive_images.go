@@ -39,8 +39,12 @@ type archiveImage struct {
 	// as made from manifest.json.
 	manifest       []byte
 	manifestDigest string
-	// registryDigest tells whether the manifest is the one a registry
-	// serves (OCI layouts copy it), so repo@digest names it truly.
+	// registryDigest tells whether the manifest came in the archive, as
+	// stored in a registry or pushed to one (OCI layouts), rather than
+	// made up from a docker-archive's manifest.json: then repo@digest
+	// names it, as containerd records it for imported images. skopeo may
+	// have converted a registry's docker manifest to OCI on the way, so
+	// it is not always the digest the original registry serves.
 	registryDigest bool
 	// index is the digest of the index the manifest was chosen from.
 	index       string

@@ -119,8 +119,6 @@ func (s *Service) importImage(ctx context.Context, a *archive, img archiveImage)
 			repo = repoOf(n)
 		}
 		if img.registryDigest {
-			// The manifest is the registry's own, so repo@digest pulls
-			// this very image: the kubelet may ask for it that way.
 			rec.RepoDigests = appendNew(rec.RepoDigests, repo+"@"+img.manifestDigest)
 		}
 	}
