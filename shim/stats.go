@@ -122,7 +122,61 @@ func statsV1(s *runc.Stats) *v1.Metrics {
 	for size, h := range s.Hugetlb {
 		m.Hugetlb = append(m.Hugetlb, &v1.HugetlbStat{Usage: h.Usage, Max: h.Max, Failcnt: h.Failcnt, Pagesize: size})
 	}
+	if b := s.Blkio; len(b.IoServiceBytesRecursive)+len(b.IoServicedRecursive) > 0 {
+		m.Blkio = &v1.BlkIOStat{
+			IoServiceBytesRecursive: blkioV1(b.IoServiceBytesRecursive),
+			IoServicedRecursive:     blkioV1(b.IoServicedRecursive),
+		}
+	}
 	return m
+}
+
+func blkioV1(in []runc.BlkioEntry) []*v1.BlkIOEntry {
+	out := make([]*v1.BlkIOEntry, 0, len(in))
+	for _, e := range in {
+		out = append(out, &v1.BlkIOEntry{Op: e.Op, Major: e.Major, Minor: e.Minor, Value: e.Value})
+	}
+	return out
+}
+
+// ioV2 regroups runc's block I/O entries (one per device and operation,
+// as on v1) into v2's one entry per device.
+func ioV2(b runc.Blkio) *v2.IOStat {
+	type dev struct{ major, minor uint64 }
+	var order []dev
+	byDev := map[dev]*v2.IOEntry{}
+	entry := func(e runc.BlkioEntry) *v2.IOEntry {
+		d := dev{e.Major, e.Minor}
+		if byDev[d] == nil {
+			byDev[d] = &v2.IOEntry{Major: e.Major, Minor: e.Minor}
+			order = append(order, d)
+		}
+		return byDev[d]
+	}
+	for _, e := range b.IoServiceBytesRecursive {
+		switch strings.ToLower(e.Op) {
+		case "read":
+			entry(e).Rbytes += e.Value
+		case "write":
+			entry(e).Wbytes += e.Value
+		}
+	}
+	for _, e := range b.IoServicedRecursive {
+		switch strings.ToLower(e.Op) {
+		case "read":
+			entry(e).Rios += e.Value
+		case "write":
+			entry(e).Wios += e.Value
+		}
+	}
+	if len(order) == 0 {
+		return nil
+	}
+	io := &v2.IOStat{}
+	for _, d := range order {
+		io.Usage = append(io.Usage, byDev[d])
+	}
+	return io
 }
 
 func memEntryV1(e runc.MemoryEntry) *v1.MemoryEntry {
@@ -163,5 +217,6 @@ func statsV2(s *runc.Stats) *v2.Metrics {
 			SwapUsage:    s.Memory.Swap.Usage,
 			SwapLimit:    s.Memory.Swap.Limit,
 		},
+		Io: ioV2(s.Blkio),
 	}
 }

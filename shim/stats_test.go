@@ -45,6 +45,10 @@ func testStats() *runc.Stats {
 			Raw:       raw,
 		},
 		Hugetlb: map[string]runc.Hugetlb{"2MB": {Usage: 91, Max: 92, Failcnt: 93}},
+		Blkio: runc.Blkio{
+			IoServiceBytesRecursive: []runc.BlkioEntry{{Major: 8, Minor: 0, Op: "Read", Value: 101}, {Major: 8, Minor: 0, Op: "Write", Value: 102}, {Major: 8, Minor: 0, Op: "Total", Value: 203}},
+			IoServicedRecursive:     []runc.BlkioEntry{{Major: 8, Minor: 0, Op: "Read", Value: 103}, {Major: 8, Minor: 0, Op: "Write", Value: 104}},
+		},
 	}
 }
 
@@ -72,6 +76,10 @@ func TestStatsV1(t *testing.T) {
 			KernelTCP:        &v1.MemoryEntry{Limit: 81, Usage: 82, Max: 83, Failcnt: 84},
 		},
 		Hugetlb: []*v1.HugetlbStat{{Usage: 91, Max: 92, Failcnt: 93, Pagesize: "2MB"}},
+		Blkio: &v1.BlkIOStat{
+			IoServiceBytesRecursive: []*v1.BlkIOEntry{{Major: 8, Minor: 0, Op: "Read", Value: 101}, {Major: 8, Minor: 0, Op: "Write", Value: 102}, {Major: 8, Minor: 0, Op: "Total", Value: 203}},
+			IoServicedRecursive:     []*v1.BlkIOEntry{{Major: 8, Minor: 0, Op: "Read", Value: 103}, {Major: 8, Minor: 0, Op: "Write", Value: 104}},
+		},
 	}
 	if got := statsV1(testStats()); !proto.Equal(got, want) {
 		t.Errorf("statsV1 =\n%s\nwant\n%s", prototext.Format(got), prototext.Format(want))
@@ -93,6 +101,7 @@ func TestStatsV2(t *testing.T) {
 			Unevictable: 1013, Pgfault: 1007, Pgmajfault: 1008,
 			Usage: 52, UsageLimit: 51, SwapUsage: 62, SwapLimit: 61,
 		},
+		Io: &v2.IOStat{Usage: []*v2.IOEntry{{Major: 8, Minor: 0, Rbytes: 101, Wbytes: 102, Rios: 103, Wios: 104}}},
 	}
 	if got := statsV2(testStats()); !proto.Equal(got, want) {
 		t.Errorf("statsV2 =\n%s\nwant\n%s", prototext.Format(got), prototext.Format(want))

@@ -120,6 +120,7 @@ func TestStatV2(t *testing.T) {
 		"corral/pod/memory.max":          "max\n",
 		"corral/pod/memory.peak":         "209715200\n",
 		"corral/pod/memory.swap.current": "4096\n",
+		"corral/pod/memory.swap.max":     "1048576\n",
 		"corral/pod/memory.stat":         "anon 50000000\nfile 40000000\nkernel_stack 1000\nslab 2000\nsock 3000\nfile_mapped 1234\ninactive_file 30000000\nactive_file 10000000\npgfault 777\npgmajfault 7\n",
 		"corral/pod/memory.events":       "low 0\nhigh 0\nmax 5\noom 2\noom_kill 1\n",
 		"corral/pod/pids.current":        "4\n",
@@ -142,7 +143,7 @@ func TestStatV2(t *testing.T) {
 		t.Errorf("cpu %+v, want %+v", u.CPU, wantCPU)
 	}
 	wantMem := Memory{
-		Usage: 104857600, WorkingSet: 104857600 - 30000000, MaxUsage: 209715200, Limit: 0,
+		Usage: 104857600, WorkingSet: 104857600 - 30000000, MaxUsage: 209715200, Limit: 0, SwapLimit: 1048576,
 		RSS: 50000000, Cache: 40000000, MappedFile: 1234, Kernel: 6000, Swap: 4096,
 		ActiveFile: 10000000, InactiveFile: 30000000, PageFaults: 777, MajorPageFaults: 7, Failcnt: 5, OOMKills: 1,
 	}
@@ -187,7 +188,7 @@ func TestStatV1(t *testing.T) {
 		"memory/" + p + "/memory.oom_control":              "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
 		"memory/" + p + "/memory.memsw.usage_in_bytes":     "104861696\n",
 		"memory/" + p + "/memory.memsw.max_usage_in_bytes": "0\n",
-		"memory/" + p + "/memory.memsw.limit_in_bytes":     "9223372036854771712\n",
+		"memory/" + p + "/memory.memsw.limit_in_bytes":     "209715200\n",
 		"memory/" + p + "/memory.memsw.failcnt":            "0\n",
 		"memory/memory.memsw.usage_in_bytes":               "0\n",
 		"pids/" + p + "/pids.current":                      "4\n",
@@ -211,7 +212,7 @@ func TestStatV1(t *testing.T) {
 		t.Errorf("cpu user/system from cpuacct.stat: %+v", u.CPU)
 	}
 	wantMem := Memory{
-		Usage: 104857600, WorkingSet: 104857600 - 30000000, MaxUsage: 209715200, Limit: 0,
+		Usage: 104857600, WorkingSet: 104857600 - 30000000, MaxUsage: 209715200, Limit: 0, SwapLimit: 209715200,
 		RSS: 50000000, Cache: 40000000, MappedFile: 1234, Swap: 4096,
 		ActiveFile: 10000000, InactiveFile: 30000000, PageFaults: 777, MajorPageFaults: 7, Failcnt: 5, OOMKills: 1,
 	}

@@ -29,8 +29,10 @@ type Memory struct {
 	// MaxUsage is the highest Usage seen (v1 max_usage_in_bytes, v2
 	// memory.peak); zero where the kernel does not keep it.
 	MaxUsage uint64
-	// Limit is the memory limit, zero when unlimited.
-	Limit uint64
+	// Limit is the memory limit, zero when unlimited. SwapLimit is the
+	// limit of memory and swap together on v1 (memsw), of swap on v2,
+	// zero when unlimited or not accounted.
+	Limit, SwapLimit uint64
 	// RSS is anonymous memory (v1 total_rss, v2 anon); Cache is the page
 	// cache; MappedFile the mapped files; Kernel kernel memory; Swap swap.
 	RSS, Cache, MappedFile, Kernel, Swap uint64
@@ -104,6 +106,7 @@ func usageV1(m Metrics) Usage {
 			WorkingSet:      sub(usage, mem.GetTotalInactiveFile()),
 			MaxUsage:        mem.GetUsage().GetMax(),
 			Limit:           limit(mem.GetUsage().GetLimit()),
+			SwapLimit:       limit(mem.GetSwap().GetLimit()),
 			RSS:             mem.GetTotalRSS(),
 			Cache:           mem.GetTotalCache(),
 			MappedFile:      mem.GetTotalMappedFile(),
@@ -177,6 +180,7 @@ func usageV2(m Metrics) Usage {
 			WorkingSet:      sub(usage, mem.GetInactiveFile()),
 			MaxUsage:        mem.GetMaxUsage(),
 			Limit:           limit(mem.GetUsageLimit()),
+			SwapLimit:       limit(mem.GetSwapLimit()),
 			RSS:             mem.GetAnon(),
 			Cache:           mem.GetFile(),
 			MappedFile:      mem.GetFileMapped(),
