@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,28 +50,30 @@ func TestPodSandboxMetrics(t *testing.T) {
 	cid, pid := e.runContainer(t, podID, pod, cfg)
 	ctrCg := cgroupDir(t, pid)
 
-	// Traffic into the pod: a known number of bytes, at least.
-	const sent = 200_000
+	// Traffic into the pod, so the counters have something to count.
 	waitUntil(t, 15*time.Second, "the pod takes a connection", func() (bool, string) {
 		c, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "8080"), time.Second)
 		if err != nil {
 			return false, err.Error()
 		}
 		defer c.Close()
-		_, err = c.Write(make([]byte, sent))
+		_, err = c.Write(make([]byte, 100_000))
 		return err == nil, fmt.Sprint(err)
 	})
+	// What the pod's eth0 receives is what its veth peer on the host
+	// sends: the host's counters bound the pod's from both sides.
+	peer := vethPeer(t, pid)
 	waitUntil(t, 10*time.Second, "the container holds its 8 MB", func() (bool, string) {
 		ws := workingSet(t, "memory", ctrCg)
 		return ws >= 8e6, fmt.Sprintf("working set %d", ws)
 	})
 
-	cpuBefore := cgroupUint(t, "cpuacct", ctrCg, "cpuacct.usage")
+	cpuBefore, txBefore := cgroupUint(t, "cpuacct", ctrCg, "cpuacct.usage"), sysfsUint(t, peer, "tx_bytes")
 	resp, err := e.rt.ListPodSandboxMetrics(e.ctx(), &runtimeapi.ListPodSandboxMetricsRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cpuAfter := cgroupUint(t, "cpuacct", ctrCg, "cpuacct.usage")
+	cpuAfter, txAfter := cgroupUint(t, "cpuacct", ctrCg, "cpuacct.usage"), sysfsUint(t, peer, "tx_bytes")
 	var pm *runtimeapi.PodSandboxMetrics
 	for _, m := range resp.PodMetrics {
 		if m.PodSandboxId == podID {
@@ -114,8 +119,8 @@ func TestPodSandboxMetrics(t *testing.T) {
 		}
 	}
 
-	if v := values["container_network_receive_bytes_total|eth0"]; v < sent {
-		t.Errorf("eth0 received %d bytes; the test sent %d", v, sent)
+	if v := values["container_network_receive_bytes_total|eth0"]; v < 100_000 || v < txBefore || v > txAfter {
+		t.Errorf("eth0 received %d bytes; its host peer %s sent %d..%d, the test at least 100000", v, peer, txBefore, txAfter)
 	}
 	if values["container_network_receive_packets_total|eth0"] == 0 || values["container_network_transmit_packets_total|eth0"] == 0 {
 		t.Errorf("no packets counted on eth0: %v", values)
@@ -169,4 +174,43 @@ func TestPodSandboxMetrics(t *testing.T) {
 		t.Errorf("crictl metricsp lacks the pod or its metrics:\n%.2000s", out)
 	}
 	e.removePod(t, podID)
+}
+
+// vethPeer is the host end of the veth pair whose other end is eth0 in the
+// network namespace of pid.
+func vethPeer(t *testing.T, pid int) string {
+	t.Helper()
+	// Netlink, not sysfs: /sys shows the namespace of whoever mounted it.
+	out, err := exec.Command("nsenter", fmt.Sprintf("--net=/proc/%d/ns/net", pid), "ip", "-o", "link", "show", "eth0").Output()
+	if err != nil {
+		t.Fatalf("eth0's peer: %v", err)
+	}
+	// "3: eth0@if45: <...>"
+	_, rest, ok := strings.Cut(string(out), "@if")
+	want, _, _ := strings.Cut(rest, ":")
+	if !ok || want == "" {
+		t.Fatalf("eth0's peer: %q", out)
+	}
+	links, _ := filepath.Glob("/sys/class/net/*/ifindex")
+	for _, l := range links {
+		if b, err := os.ReadFile(l); err == nil && strings.TrimSpace(string(b)) == want {
+			return filepath.Base(filepath.Dir(l))
+		}
+	}
+	t.Fatalf("no host interface has ifindex %s", want)
+	return ""
+}
+
+// sysfsUint reads a statistics counter of a host interface.
+func sysfsUint(t *testing.T, iface, counter string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/sys/class/net", iface, "statistics", counter))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
