@@ -95,3 +95,27 @@ func bucket(tx *bolt.Tx, name []byte) (*bolt.Bucket, error) {
 	}
 	return b, nil
 }
+
+// Dump calls fn for every key of every bucket, in key order, from one
+// consistent read: bucket is the bucket's path ("v1/sandboxes", "meta"),
+// key and value the bytes as stored. It is for debugging (corralctl debug
+// dump); nothing else should depend on the layout it shows. fn must not
+// call the Store, and key and value are valid only during the call.
+func (s *Store) Dump(fn func(bucket string, key, value []byte) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			return dumpBucket(string(name), b, fn)
+		})
+	})
+}
+
+func dumpBucket(path string, b *bolt.Bucket, fn func(bucket string, key, value []byte) error) error {
+	return b.ForEach(func(k, v []byte) error {
+		if v == nil {
+			if sub := b.Bucket(k); sub != nil {
+				return dumpBucket(path+"/"+string(k), sub, fn)
+			}
+		}
+		return fn(path, k, v)
+	})
+}

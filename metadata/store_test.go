@@ -358,3 +358,42 @@ func TestValidateID(t *testing.T) {
 		}
 	}
 }
+
+func TestDumpShowsRecordsAsStored(t *testing.T) {
+	s, _ := newStore(t)
+	if err := s.CreateSandbox(testSandbox("sb1", "pod")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateContainer(testContainer("c1", "sb1", "app")); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]string{}
+	var sandboxJSON []byte
+	err := s.Dump(func(bucket string, key, value []byte) error {
+		got[bucket] = append(got[bucket], string(key))
+		if bucket == "v1/sandboxes" {
+			sandboxJSON = append([]byte(nil), value...)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for bucket, want := range map[string][]string{
+		"meta":          {"schema_version"},
+		"v1/sandboxes":  {"sb1"},
+		"v1/containers": {"c1"},
+	} {
+		if strings.Join(got[bucket], ",") != strings.Join(want, ",") {
+			t.Errorf("bucket %s: keys %q, want %q", bucket, got[bucket], want)
+		}
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(sandboxJSON, &rec); err != nil || rec["name"] != "pod" {
+		t.Errorf("sandbox record %s: %v", sandboxJSON, err)
+	}
+	stop := errors.New("stop")
+	if err := s.Dump(func(string, []byte, []byte) error { return stop }); !errors.Is(err, stop) {
+		t.Errorf("Dump did not return fn's error: %v", err)
+	}
+}

@@ -17,6 +17,9 @@ import (
 // committed to the store before the shim is told it arrived, so a corrald
 // killed at any moment still learns it (the shim retries until answered).
 func (s *Server) handleShimEvent(ctx context.Context, e *types.Envelope) error {
+	if s.shimEvents.active() {
+		s.shimEvents.publish(s.debugEvent(e))
+	}
 	switch e.Topic {
 	case "/tasks/exit":
 		var ev eventstypes.TaskExit

@@ -101,10 +101,12 @@ type Server struct {
 	shims    shims
 	features handlerFeatures
 	hub      eventHub
-	oom      oomSet
-	cgroups  cgroup.Node
-	cpu      cpuSamples
-	stopping chan struct{}
+	// shimEvents carries what shims forward to debug Events streams.
+	shimEvents envelopeHub
+	oom        oomSet
+	cgroups    cgroup.Node
+	cpu        cpuSamples
+	stopping   chan struct{}
 
 	mu sync.Mutex
 	// podCIDR is what the kubelet last sent in UpdateRuntimeConfig. It is
@@ -192,6 +194,11 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			return err
 		}
 		defer stopEvents()
+		stopDebug, err := s.serveDebug(ctx)
+		if err != nil {
+			return err
+		}
+		defer stopDebug()
 		s.recover(ctx)
 	}
 	defer s.shims.closeAll()
