@@ -172,7 +172,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 	})
 	created, err := sh.Task.Create(ctx, &taskapi.CreateTaskRequest{ID: id, Bundle: bundle, Options: opts.RuntimeOptions})
 	if err != nil {
-		return nil, fmt.Errorf("create pause container: %w", err)
+		return nil, fmt.Errorf("runtime handler %q: create pause container: %w", handler, taskErr(err))
 	}
 	undo = append(undo, func() {
 		sh.Task.Kill(bg, &taskapi.KillRequest{ID: id, Signal: uint32(unix.SIGKILL), All: true})
@@ -180,7 +180,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 		sh.Task.Delete(bg, &taskapi.DeleteRequest{ID: id})
 	})
 	if _, err := sh.Task.Start(ctx, &taskapi.StartRequest{ID: id}); err != nil {
-		return nil, fmt.Errorf("start pause container: %w", err)
+		return nil, fmt.Errorf("runtime handler %q: start pause container: %w", handler, taskErr(err))
 	}
 	conn, err := sh.Task.Connect(ctx, &taskapi.ConnectRequest{ID: id})
 	if err != nil {

@@ -210,10 +210,10 @@ func parseStartOutput(out []byte) (string, error) {
 		s = p.Address
 	}
 	if s == "" {
-		return "", errors.New("start exited without printing its address")
+		return "", errors.New("exited without printing its address")
 	}
 	if !strings.HasPrefix(s, "unix://") || len(s) == len("unix://") {
-		return "", fmt.Errorf("start printed %q, not a unix:// address", s)
+		return "", fmt.Errorf("printed %q, not a unix:// address", s)
 	}
 	return s, nil
 }
