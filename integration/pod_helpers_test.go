@@ -71,9 +71,22 @@ const loopbackConflist = `{"cniVersion": "0.4.0", "name": "corral-test-lo", "plu
 // newPodEnvWithCNI is newPodEnv with conflist as corrald's only CNI network.
 func newPodEnvWithCNI(t *testing.T, conflist string) *podEnv {
 	t.Helper()
+	return newPodEnvWithConfig(t, conflist, nil)
+}
+
+// newPodEnvWithConfig is newPodEnvWithCNI with more TOML for corrald's
+// config: extra, given the env's dir, returns it (nil: none).
+func newPodEnvWithConfig(t *testing.T, conflist string, extra func(dir string) string) *podEnv {
+	t.Helper()
 	img := newImageEnvWith(t, imageEnvOptions{
-		Images:      []string{testregistry.BusyboxLatest},
-		ExtraConfig: func(dir string) string { return podConfigTOML(dir, conflist) },
+		Images: []string{testregistry.BusyboxLatest},
+		ExtraConfig: func(dir string) string {
+			cfg := podConfigTOML(dir, conflist)
+			if extra != nil {
+				cfg += extra(dir)
+			}
+			return cfg
+		},
 	})
 	e := &podEnv{imageEnv: img, t: t, logs: filepath.Join(img.dir, "logs")}
 	e.watch = &leakWatch{env: e, pids: map[int]string{}, runcRoots: map[string]bool{}, sockets: map[string]bool{}}
