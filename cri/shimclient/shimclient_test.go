@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,5 +74,39 @@ func TestConnectNobodyThere(t *testing.T) {
 	_, err := Connect(ctx, "unix://"+filepath.Join(t.TempDir(), "none.sock"))
 	if !errdefs.IsNotFound(err) {
 		t.Fatalf("Connect to a missing socket: %v, want NotFound", err)
+	}
+}
+
+func TestStartReportsAShimThatDiesBeforeItsAddress(t *testing.T) {
+	dir := t.TempDir()
+	script := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name, body string
+		want       []string
+	}{
+		{"containerd-shim-fails-v2", "echo 'no hypervisor' >&2\nexit 3\n", []string{"failed (exit status 3) before printing its address", "no hypervisor"}},
+		{"containerd-shim-quiet-v2", "exit 0\n", []string{"exited without printing its address"}},
+		{"containerd-shim-babbles-v2", "echo hello\n", []string{`printed "hello", not a unix:// address`}},
+		{"containerd-shim-nobody-v2", "echo unix:///nonexistent/sock\n", []string{"unix:///nonexistent/sock", "not found"}},
+	} {
+		bundle := t.TempDir()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := Start(ctx, bundle, "pod", Options{Binary: script(tc.name, tc.body), Namespace: "ns", Address: "/run/x.sock"})
+		cancel()
+		if err == nil {
+			t.Errorf("%s: started", tc.name)
+			continue
+		}
+		for _, w := range append(tc.want, tc.name) {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q lacks %q", tc.name, err, w)
+			}
+		}
 	}
 }
