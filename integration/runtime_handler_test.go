@@ -676,7 +676,7 @@ func (e *podEnv) followEvents(t *testing.T, topic string) *eventFollower {
 // look, to cause one.
 func (f *eventFollower) waitFor(t *testing.T, what string, match func(eventLine) bool, poke func()) {
 	t.Helper()
-	waitUntil(t, 15*time.Second, "corralctl events shows "+what, func() (bool, string) {
+	waitUntil(t, 30*time.Second, "corralctl events shows "+what, func() (bool, string) {
 		if poke != nil {
 			poke()
 		}
