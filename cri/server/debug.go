@@ -36,13 +36,16 @@ type debugService struct {
 var _ debug.DebugService = (*debugService)(nil)
 
 // serveDebug listens on STATE/debug.sock, owner-only, until the returned
-// stop is called.
+// stop is called: corral.debug.v1.Debug and corral.images.v1.Images.
 func (s *Server) serveDebug(ctx context.Context) (func(), error) {
 	srv, err := ttrpc.NewServer()
 	if err != nil {
 		return nil, err
 	}
 	debug.RegisterDebugService(srv, &debugService{s: s, started: time.Now()})
+	// The admin calls that change state (image import and export) are a
+	// service of their own on the same socket.
+	s.registerImages(srv)
 	l, err := shimclient.Listen(s.paths.debugAddress())
 	if err != nil {
 		return nil, fmt.Errorf("debug socket: %w", err)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/containerd/ttrpc"
 	"github.com/corral-runtime/corral/metadata"
 	debug "github.com/corral-runtime/corral/proto/debug/v1"
+	imagesapi "github.com/corral-runtime/corral/proto/images/v1"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -55,6 +57,17 @@ func TestDebugService(t *testing.T) {
 	client := ttrpc.NewClient(conn)
 	defer client.Close()
 	dbg := debug.NewDebugClient(client)
+
+	// The images service shares the socket: it answers (here, without an
+	// image store, Unimplemented from the service, not ttrpc's "service
+	// not found").
+	exp, err := imagesapi.NewImagesClient(client).Export(ctx, &imagesapi.ExportRequest{Refs: []string{"busybox"}})
+	if err == nil {
+		_, err = exp.Recv()
+	}
+	if err == nil || !strings.Contains(err.Error(), "image service: not implemented") {
+		t.Errorf("images service on the debug socket: %v, want the service's own Unimplemented", err)
+	}
 
 	info, err := dbg.Info(ctx, &debug.InfoRequest{})
 	if err != nil || info.Version != "9.9.9" || info.State != state || info.SchemaVersion != metadata.SchemaVersion {

@@ -3,9 +3,9 @@
 // (owner-only: records hold pod specs, which may carry secrets).
 //
 // Every call here only reads: nothing changes a pod, a container or a
-// record. Calls that do change state (image import and export are next) go
-// in their own service on the same socket, so a client that only debugs
-// never links them.
+// record. Calls that do change state go in their own service on the same
+// socket (image import and export: corral.images.v1.Images, in
+// proto/images/v1), so a client that only debugs never links them.
 //
 // Regenerate with `make protos`. It imports no well-known types, so protoc
 // needs no include files beyond this tree: times are Unix nanoseconds, as in
