@@ -91,6 +91,10 @@ func findPods(state string) ([]*pod, error) {
 			p.Containers = append(p.Containers, container{ID: e.Name(), Name: ann[annotationContainerName], Type: ann[annotationContainerType], bundle: bundle})
 		}
 	}
+	// The pause process first, then the containers by name.
+	for _, p := range pods {
+		slices.SortStableFunc(p.Containers[1:], func(a, b container) int { return strings.Compare(a.Name, b.Name) })
+	}
 	return pods, nil
 }
 
