@@ -53,6 +53,8 @@ func commands() []command {
 		{"events", "[--topic PREFIX]... [-o table|json]", "follow corrald's event stream: what the shims report, as it arrives", runEvents},
 		{"debug info", "[-o table|json]", "which corrald serves STATE, since when, with which root", runDebugInfo},
 		{"debug dump", "[--bucket NAME]... [-o table|json]", "corrald's metadata records as stored in its bbolt file, read-only", runDebugDump},
+		{"images import", "FILE|- [-o table|json]", "load the images of a docker-archive or OCI archive (plain, gzip or zstd) into corrald's store, for this node's platform", runImagesImport},
+		{"images export", "[--format oci-archive|docker-archive] REF... FILE|-", "write images from corrald's store to an archive that skopeo, docker load or corralctl images import read", runImagesExport},
 	}
 }
 
@@ -181,7 +183,10 @@ DESCRIPTION
     STATE/containers) and talks ttrpc to them directly, never through
     corrald: the shim commands work while corrald is stopped, crashed or
     being upgraded. The events and debug commands read corrald's own debug
-    service on STATE/debug.sock, so they need a running corrald.
+    service on STATE/debug.sock, so they need a running corrald; so do the
+    images commands, which load images into corrald's store and write them
+    out through its image service on the same socket, for nodes that no
+    registry reaches.
 
     Shims of any handler are found alike: corral's containerd-shim-corral-v2,
     containerd's containerd-shim-runc-v2 or a Kata shim.
@@ -220,7 +225,8 @@ FILES
     STATE/containers/ID/config.json
         each container's OCI spec; its annotations name its pod
     STATE/debug.sock
-        corrald's debug service (ttrpc, proto/debug/v1), owner-only
+        corrald's debug service (ttrpc, proto/debug/v1) and image service
+        (proto/images/v1), owner-only
 
 EXAMPLES
     List the shims of the node, then as JSON:
@@ -239,6 +245,16 @@ EXAMPLES
 
     Every pod record, as stored:
         corralctl debug dump --bucket v1/sandboxes -o json
+
+    Load images on a node without a registry, from a file made elsewhere
+    by skopeo or docker save, or from a pipe:
+        skopeo copy docker://registry.k8s.io/pause:3.10 oci-archive:pause.tar:registry.k8s.io/pause:3.10
+        corralctl images import pause.tar
+        ssh builder docker save app:1 | corralctl images import -
+
+    Write images out, for another node or for skopeo:
+        corralctl images export registry.k8s.io/pause:3.10 pause.tar
+        corralctl images export --format docker-archive app:1 - | docker load
 
 EXIT STATUS
     0 on success, 1 when the command failed, 2 for a usage mistake; exec
