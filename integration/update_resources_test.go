@@ -33,6 +33,36 @@ func TestUpdateContainerResources(t *testing.T) {
 		t.Errorf("cpu %s after setting 512 shares", cpu)
 	}
 
+	// Acceptance 2 of issue 8: the CPU quota and the memory limit of the
+	// running container change, in its cgroup files and in its status.
+	limit = 48 << 20
+	if _, err := e.rt.UpdateContainerResources(e.ctx(), &runtimeapi.UpdateContainerResourcesRequest{
+		ContainerId: cid, Linux: &runtimeapi.LinuxContainerResources{CpuPeriod: 100000, CpuQuota: 25000, MemoryLimitInBytes: limit},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if mem := cgroupFile(t, pid, "memory", "memory.limit_in_bytes", "memory.max"); mem != fmt.Sprint(limit) {
+		t.Errorf("memory limit %s, want %d", mem, limit)
+	}
+	quota, period := cgroupFile(t, pid, "cpu", "cpu.cfs_quota_us", "cpu.max"), cgroupFile(t, pid, "cpu", "cpu.cfs_period_us", "cpu.max")
+	if quota != "25000" && quota != "25000 100000" {
+		t.Errorf("cpu quota %q, want 25000", quota)
+	}
+	if period != "100000" && period != "25000 100000" {
+		t.Errorf("cpu period %q, want 100000", period)
+	}
+	st, _ := e.containerStatus(t, cid)
+	if r := st.GetResources().GetLinux(); r.GetCpuQuota() != 25000 || r.GetCpuPeriod() != 100000 || r.GetMemoryLimitInBytes() != limit || r.GetCpuShares() != 512 {
+		t.Errorf("ContainerStatus resources %v, want quota 25000/100000, %d bytes and the 512 shares from before", r, limit)
+	}
+	// A process that exceeds the new quota is throttled: the quota is live.
+	if _, err := e.rt.ExecSync(e.ctx(), &runtimeapi.ExecSyncRequest{ContainerId: cid, Cmd: []string{"sh", "-c", "timeout 1 sh -c 'while :; do :; done'; true"}, Timeout: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if n := cgroupStatValue(t, pid, "cpu", "cpu.stat", "nr_throttled"); n == 0 {
+		t.Error("a busy loop under a quarter-core quota was never throttled")
+	}
+
 	_, err := e.rt.UpdateContainerResources(e.ctx(), &runtimeapi.UpdateContainerResourcesRequest{ContainerId: cid})
 	if code, _ := grpcCode(err); code.String() != "InvalidArgument" {
 		t.Errorf("update without resources: %v, want InvalidArgument", err)
@@ -74,4 +104,19 @@ func cgroupFile(t *testing.T, pid int, controller, v1file, v2file string) string
 		t.Fatalf("no %s cgroup file for pid %d: %v", controller, pid, err)
 	}
 	return strings.TrimSpace(string(v))
+}
+
+// cgroupStatValue reads key from a "key value" file of pid's cgroup for
+// controller.
+func cgroupStatValue(t *testing.T, pid int, controller, file, key string) uint64 {
+	t.Helper()
+	for _, line := range strings.Split(cgroupFile(t, pid, controller, file, file), "\n") {
+		if v, ok := strings.CutPrefix(line, key+" "); ok {
+			var n uint64
+			fmt.Sscan(v, &n)
+			return n
+		}
+	}
+	t.Fatalf("%s of pid %d has no %s", file, pid, key)
+	return 0
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/corral-runtime/corral/cri/spec"
 	"github.com/corral-runtime/corral/metadata"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -26,6 +27,13 @@ func (s *Server) ContainerStatus(ctx context.Context, r *runtimeapi.ContainerSta
 	}
 	st := containerStatus(c)
 	st.ImageRef = s.imageRef(c)
+	// Who the process runs as and its limits are the spec's, which
+	// UpdateContainerResources keeps current; the spec is there as long
+	// as the container is.
+	if sp, err := readSpec(c.Bundle); err == nil {
+		st.User = spec.StatusUser(sp)
+		st.Resources = spec.StatusResources(sp)
+	}
 	resp := &runtimeapi.ContainerStatusResponse{Status: st}
 	if r.GetVerbose() {
 		info := map[string]any{"pid": c.PID, "sandboxID": c.SandboxID, "bundle": c.Bundle}

@@ -25,7 +25,9 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 			{Type: runtimeapi.RuntimeReady, Status: true},
 			s.networkCondition(),
 		}},
-		Features: &runtimeapi.RuntimeFeatures{},
+		// cri/spec applies supplemental_groups_policy (Merge and Strict),
+		// and ContainerStatus reports the groups a process got.
+		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
 	}
 	// "" is the default handler, as the CRI defines: the kubelet looks its
 	// features up under the name a RuntimeClass gives, "" for none.

@@ -4,11 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/errdefs"
 	"github.com/corral-runtime/corral/cri/spec"
 	"github.com/corral-runtime/corral/metadata"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/anypb"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -51,6 +55,80 @@ func (s *Server) UpdateContainerResources(ctx context.Context, r *runtimeapi.Upd
 	}); err != nil {
 		return nil, fmt.Errorf("update resources of %s: %w", c.ID, taskErr(err))
 	}
+	// The spec keeps what the container now has: ContainerStatus reports
+	// it, and a later update starts from it.
+	if err := recordResources(c.Bundle, res); err != nil {
+		return nil, fmt.Errorf("container %s: its limits changed, but recording them failed: %w", c.ID, err)
+	}
 	s.log.Info("container resources updated", "pod", c.SandboxID, "container", c.ID)
 	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
+}
+
+// recordResources merges an update into the bundle's spec the way the
+// runtime applies it: what the update sets replaces, what it leaves unset
+// stays.
+func recordResources(bundle string, upd *specs.LinuxResources) error {
+	sp, err := readSpec(bundle)
+	if err != nil {
+		return err
+	}
+	if sp.Linux == nil {
+		sp.Linux = &specs.Linux{}
+	}
+	if sp.Linux.Resources == nil {
+		sp.Linux.Resources = &specs.LinuxResources{}
+	}
+	mergeResources(sp.Linux.Resources, upd)
+	b, err := json.Marshal(sp)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(bundle, ".config.json.new")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(bundle, "config.json"))
+}
+
+func mergeResources(r, upd *specs.LinuxResources) {
+	if c := upd.CPU; c != nil {
+		if r.CPU == nil {
+			r.CPU = &specs.LinuxCPU{}
+		}
+		if c.Period != nil {
+			r.CPU.Period = c.Period
+		}
+		if c.Quota != nil {
+			r.CPU.Quota = c.Quota
+		}
+		if c.Shares != nil {
+			r.CPU.Shares = c.Shares
+		}
+		if c.Cpus != "" {
+			r.CPU.Cpus = c.Cpus
+		}
+		if c.Mems != "" {
+			r.CPU.Mems = c.Mems
+		}
+	}
+	if m := upd.Memory; m != nil {
+		if r.Memory == nil {
+			r.Memory = &specs.LinuxMemory{}
+		}
+		if m.Limit != nil {
+			r.Memory.Limit = m.Limit
+		}
+		if m.Swap != nil {
+			r.Memory.Swap = m.Swap
+		}
+	}
+	if len(upd.HugepageLimits) > 0 {
+		r.HugepageLimits = upd.HugepageLimits
+	}
+	if len(upd.Unified) > 0 {
+		if r.Unified == nil {
+			r.Unified = map[string]string{}
+		}
+		maps.Copy(r.Unified, upd.Unified)
+	}
 }

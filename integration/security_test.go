@@ -1,0 +1,223 @@
+package integration
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// execIn runs cmd in a running container and returns its output (stdout
+// and stderr together) and exit code.
+func (e *podEnv) execIn(t *testing.T, id string, cmd ...string) (string, int32) {
+	t.Helper()
+	resp, err := e.rt.ExecSync(e.ctx(), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: cmd, Timeout: 20})
+	if err != nil {
+		t.Fatalf("exec %v in %s: %v", cmd, id, err)
+	}
+	return string(resp.Stdout) + string(resp.Stderr), resp.ExitCode
+}
+
+// TestOOMKilledCrictl is issue 8's acceptance 1: a container with a
+// 32 MiB memory limit that allocates 64 MiB is ended by the kernel's OOM
+// killer, and its status, as crictl inspect prints it, says OOMKilled.
+func TestOOMKilledCrictl(t *testing.T) {
+	e := newPodEnv(t)
+	pod := e.podConfig("oom")
+	podID := e.runPod(t, pod)
+	cfg := e.containerConfig("hog", "sh", "-c", `x=$(head -c 67108864 /dev/zero | tr '\0' a); echo survived`)
+	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}
+	cid := e.createContainer(t, podID, pod, cfg)
+	e.startContainer(t, cid)
+	st := e.waitContainer(t, cid, runtimeapi.ContainerState_CONTAINER_EXITED, 60*time.Second)
+	if st.Reason != "OOMKilled" || st.ExitCode != 137 {
+		t.Errorf("exited with %d, reason %q; want 137, OOMKilled", st.ExitCode, st.Reason)
+	}
+	var inspected runtimeapi.ContainerStatus
+	e.crictlInspect(t, &inspected, "inspect", "-o", "json", cid)
+	if inspected.Reason != "OOMKilled" || inspected.ExitCode != 137 || inspected.State != runtimeapi.ContainerState_CONTAINER_EXITED {
+		t.Errorf("crictl inspect: state %v, exit %d, reason %q", inspected.State, inspected.ExitCode, inspected.Reason)
+	}
+	if out := e.mustCrictl(t, "ps", "-a", "--id", cid); !strings.Contains(out, "Exited") {
+		t.Errorf("crictl ps -a:\n%s", out)
+	}
+	e.removePod(t, podID)
+}
+
+// TestSecurityContextAcceptance is issue 8's acceptance 4, each part
+// against a contrast that shows the setting is what made the difference.
+func TestSecurityContextAcceptance(t *testing.T) {
+	e := newPodEnv(t)
+	pod := e.podConfig("secure")
+	pod.Linux.SecurityContext.Privileged = true // the privileged container below needs a privileged pod
+	pod.Linux.Sysctls = map[string]string{"net.ipv4.ip_unprivileged_port_start": "100", "kernel.shm_rmid_forced": "1"}
+	podID := e.runPod(t, pod)
+
+	run := func(name string, change func(sc *runtimeapi.LinuxContainerSecurityContext)) string {
+		t.Helper()
+		cfg := e.containerConfig(name, "sleep", "1000")
+		change(cfg.Linux.SecurityContext)
+		id, _ := e.runContainer(t, podID, pod, cfg)
+		return id
+	}
+	plain := run("plain", func(*runtimeapi.LinuxContainerSecurityContext) {})
+
+	t.Run("run_as_user", func(t *testing.T) {
+		id := run("uid1000", func(sc *runtimeapi.LinuxContainerSecurityContext) {
+			sc.RunAsUser = &runtimeapi.Int64Value{Value: 1000}
+		})
+		if out, _ := e.execIn(t, id, "id", "-u"); strings.TrimSpace(out) != "1000" {
+			t.Errorf("id -u = %q, want 1000", out)
+		}
+		if out, _ := e.execIn(t, plain, "id", "-u"); strings.TrimSpace(out) != "0" {
+			t.Errorf("id -u without run_as_user = %q, want 0", out)
+		}
+		st, _ := e.containerStatus(t, id)
+		if u := st.GetUser().GetLinux(); u.GetUid() != 1000 {
+			t.Errorf("ContainerStatus user %v, want uid 1000", u)
+		}
+	})
+
+	t.Run("drop NET_RAW", func(t *testing.T) {
+		id := run("noraw", func(sc *runtimeapi.LinuxContainerSecurityContext) {
+			sc.Capabilities = &runtimeapi.Capability{DropCapabilities: []string{"NET_RAW"}}
+		})
+		if out, code := e.execIn(t, plain, "ping", "-c", "1", "-W", "2", "127.0.0.1"); code != 0 {
+			t.Fatalf("ping with the default capabilities failed (%d): %s", code, out)
+		}
+		out, code := e.execIn(t, id, "ping", "-c", "1", "-W", "2", "127.0.0.1")
+		if code == 0 || !strings.Contains(strings.ToLower(out), "permission denied") && !strings.Contains(strings.ToLower(out), "not permitted") {
+			t.Errorf("ping without CAP_NET_RAW: exit %d, %q; want a permission error", code, out)
+		}
+		if caps := capEff(t, e, id); caps&(1<<13) != 0 {
+			t.Errorf("CapEff %x still has CAP_NET_RAW", caps)
+		}
+	})
+
+	t.Run("readonly rootfs", func(t *testing.T) {
+		id := run("ro", func(sc *runtimeapi.LinuxContainerSecurityContext) { sc.ReadonlyRootfs = true })
+		out, code := e.execIn(t, id, "touch", "/written")
+		if code == 0 || !strings.Contains(out, "Read-only file system") {
+			t.Errorf("touch on a read-only root: exit %d, %q", code, out)
+		}
+		if _, code := e.execIn(t, plain, "touch", "/written"); code != 0 {
+			t.Error("touch on a writable root failed")
+		}
+	})
+
+	t.Run("RuntimeDefault seccomp", func(t *testing.T) {
+		id := run("seccomp", func(sc *runtimeapi.LinuxContainerSecurityContext) {
+			sc.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
+		})
+		unconfined := run("unconfined", func(sc *runtimeapi.LinuxContainerSecurityContext) {
+			sc.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}
+		})
+		// unshare(2) of a user namespace needs no capability, so only the
+		// profile stands in its way.
+		if out, code := e.execIn(t, unconfined, "busybox", "unshare", "-U", "true"); code != 0 {
+			t.Fatalf("unshare -U unconfined: exit %d, %s", code, out)
+		}
+		out, code := e.execIn(t, id, "busybox", "unshare", "-U", "true")
+		if code == 0 || !strings.Contains(out, "not permitted") {
+			t.Errorf("unshare -U under RuntimeDefault: exit %d, %q; want EPERM", code, out)
+		}
+		if out, _ := e.execIn(t, id, "grep", "^Seccomp:", "/proc/self/status"); !strings.Contains(out, "2") {
+			t.Errorf("no seccomp filter: %s", out)
+		}
+	})
+
+	t.Run("privileged", func(t *testing.T) {
+		id := run("priv", func(sc *runtimeapi.LinuxContainerSecurityContext) { sc.Privileged = true })
+		dev := hostBlockDevice(t)
+		if out, code := e.execIn(t, id, "ls", dev); code != 0 {
+			t.Errorf("privileged container does not see the node's %s: %s", dev, out)
+		}
+		if _, code := e.execIn(t, plain, "ls", dev); code == 0 {
+			t.Errorf("an unprivileged container sees the node's %s", dev)
+		}
+	})
+
+	t.Run("devices", func(t *testing.T) {
+		// A device outside runc's default allow list (null, zero, tty...),
+		// so the permissions are the CRI's alone.
+		if _, err := os.Stat("/dev/loop-control"); err != nil {
+			t.Skip("the node has no /dev/loop-control")
+		}
+		cfg := e.containerConfig("dev", "sleep", "1000")
+		cfg.Devices = []*runtimeapi.Device{{HostPath: "/dev/loop-control", ContainerPath: "/dev/xloop", Permissions: "r"}}
+		id, _ := e.runContainer(t, podID, pod, cfg)
+		if out, code := e.execIn(t, id, "sh", "-c", ": < /dev/xloop"); code != 0 {
+			t.Errorf("opening the CRI device for reading: %d %s", code, out)
+		}
+		// "r" only: the device cgroup refuses opening it for writing.
+		if out, code := e.execIn(t, id, "sh", "-c", ": > /dev/xloop"); code == 0 || !strings.Contains(out, "not permitted") {
+			t.Errorf("opening a read-only device for writing: exit %d, %q", code, out)
+		}
+		if _, code := e.execIn(t, plain, "ls", "/dev/xloop"); code == 0 {
+			t.Error("a container without the device has it")
+		}
+	})
+
+	t.Run("sysctls", func(t *testing.T) {
+		if out, _ := e.execIn(t, plain, "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"); strings.TrimSpace(out) != "100" {
+			t.Errorf("pod sysctl net.ipv4.ip_unprivileged_port_start = %q, want 100", out)
+		}
+		if out, _ := e.execIn(t, plain, "cat", "/proc/sys/kernel/shm_rmid_forced"); strings.TrimSpace(out) != "1" {
+			t.Errorf("pod sysctl kernel.shm_rmid_forced = %q, want 1", out)
+		}
+		bad := e.podConfig("badsysctl")
+		bad.Linux.Sysctls = map[string]string{"kernel.panic": "1"}
+		_, err := e.rt.RunPodSandbox(e.ctx(), &runtimeapi.RunPodSandboxRequest{Config: bad})
+		if code, msg := grpcCode(err); code.String() != "InvalidArgument" || !strings.Contains(msg, "kernel.panic") || !strings.Contains(msg, "not a namespaced sysctl") {
+			t.Errorf("a non-namespaced sysctl: %v, want InvalidArgument naming it", err)
+		}
+	})
+
+	t.Run("masked paths", func(t *testing.T) {
+		id := run("masked", func(sc *runtimeapi.LinuxContainerSecurityContext) {
+			sc.MaskedPaths = []string{"/proc/interrupts"}
+			sc.ReadonlyPaths = []string{"/proc/sys"}
+		})
+		if out, _ := e.execIn(t, id, "sh", "-c", "wc -c < /proc/interrupts"); strings.TrimSpace(out) != "0" {
+			t.Errorf("masked /proc/interrupts has %q bytes", out)
+		}
+		if out, _ := e.execIn(t, plain, "sh", "-c", "wc -c < /proc/interrupts"); strings.TrimSpace(out) == "0" {
+			t.Error("/proc/interrupts is empty where nothing masks it")
+		}
+		if _, code := e.execIn(t, id, "sh", "-c", "echo 1 > /proc/sys/kernel/shm_rmid_forced"); code == 0 {
+			t.Error("wrote to a read-only /proc/sys")
+		}
+	})
+	e.removePod(t, podID)
+}
+
+// capEff reads the effective capabilities of a container's first process.
+func capEff(t *testing.T, e *podEnv, id string) uint64 {
+	t.Helper()
+	out, _ := e.execIn(t, id, "grep", "^CapEff:", "/proc/1/status")
+	var v uint64
+	fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out), "CapEff:")), "%x", &v)
+	return v
+}
+
+// hostBlockDevice is a block device node of the host's /dev, which only a
+// privileged container gets.
+func hostBlockDevice(t *testing.T) string {
+	t.Helper()
+	entries, err := os.ReadDir("/dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, en := range entries {
+		if en.Type()&fs.ModeDevice != 0 && en.Type()&fs.ModeCharDevice == 0 {
+			return filepath.Join("/dev", en.Name())
+		}
+	}
+	t.Skip("the node has no block device in /dev")
+	return ""
+}
