@@ -221,3 +221,38 @@ func hostBlockDevice(t *testing.T) string {
 	t.Skip("the node has no block device in /dev")
 	return ""
 }
+
+// TestPodShmSize: a pod's /dev/shm is 64 MiB, or the size its
+// io.corral.shm-size annotation asks for, shared by its containers; a size
+// that is not one is refused.
+func TestPodShmSize(t *testing.T) {
+	e := newPodEnv(t)
+	shmKiB := func(pod *runtimeapi.PodSandboxConfig, podID, name string) string {
+		id, _ := e.runContainer(t, podID, pod, e.containerConfig(name, "sleep", "1000"))
+		out, _ := e.execIn(t, id, "sh", "-c", "df -k /dev/shm | tail -1")
+		f := strings.Fields(out)
+		if len(f) < 2 {
+			t.Fatalf("df: %q", out)
+		}
+		return f[1]
+	}
+	def := e.podConfig("shm-default")
+	defID := e.runPod(t, def)
+	if got := shmKiB(def, defID, "a"); got != "65536" {
+		t.Errorf("default /dev/shm is %s KiB, want 65536", got)
+	}
+	big := e.podConfig("shm-big")
+	big.Annotations = map[string]string{"io.corral.shm-size": "16Mi"}
+	bigID := e.runPod(t, big)
+	if got := shmKiB(big, bigID, "a"); got != "16384" {
+		t.Errorf("/dev/shm is %s KiB, want 16384 (16Mi)", got)
+	}
+	bad := e.podConfig("shm-bad")
+	bad.Annotations = map[string]string{"io.corral.shm-size": "lots"}
+	_, err := e.rt.RunPodSandbox(e.ctx(), &runtimeapi.RunPodSandboxRequest{Config: bad})
+	if code, msg := grpcCode(err); code.String() != "InvalidArgument" || !strings.Contains(msg, "io.corral.shm-size") {
+		t.Errorf("a bad shm size: %v, want InvalidArgument naming the annotation", err)
+	}
+	e.removePod(t, defID)
+	e.removePod(t, bigID)
+}

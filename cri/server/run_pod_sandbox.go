@@ -26,15 +26,16 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// podShmSize is the pod's /dev/shm, as Docker's and containerd's default.
-const podShmSize = "65536k"
-
 // RunPodSandbox makes a pod: its record, files, network namespace and
 // /dev/shm, then its shim and pause process. A failure part-way undoes
 // everything made so far.
 func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxRequest) (_ *runtimeapi.RunPodSandboxResponse, retErr error) {
 	cfg := r.GetConfig()
 	if err := validateSandboxConfig(cfg); err != nil {
+		return nil, err
+	}
+	shmSize, err := spec.ShmSize(cfg)
+	if err != nil {
 		return nil, err
 	}
 	handler, rt, err := s.handler(r.GetRuntimeHandler())
@@ -133,7 +134,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 	var shm string
 	if nsOpts.GetIpc() != runtimeapi.NamespaceMode_NODE {
 		shm = filepath.Join(bundle, "shm")
-		if err := mountShm(shm); err != nil {
+		if err := mountShm(shm, shmSize); err != nil {
 			return nil, err
 		}
 		undo = append(undo, func() { unix.Unmount(shm, unix.MNT_DETACH) })
@@ -393,11 +394,13 @@ func resolvConf(dns *runtimeapi.DNSConfig) ([]byte, error) {
 	return []byte(b.String()), nil
 }
 
-func mountShm(dir string) error {
+// mountShm mounts the pod's /dev/shm, a tmpfs of size bytes that every
+// container of the pod binds.
+func mountShm(dir string, size uint64) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := unix.Mount("shm", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size="+podShmSize); err != nil {
+	if err := unix.Mount("shm", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, fmt.Sprintf("mode=1777,size=%d", size)); err != nil {
 		return fmt.Errorf("mount the pod's /dev/shm: %w", err)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -44,9 +45,34 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 		s.mu.Lock()
 		podCIDR := s.podCIDR
 		s.mu.Unlock()
-		resp.Info = map[string]string{"config": string(cfg), "podCIDR": podCIDR}
+		sec, err := json.Marshal(securityModules("/"))
+		if err != nil {
+			return nil, err
+		}
+		resp.Info = map[string]string{"config": string(cfg), "podCIDR": podCIDR, "security": string(sec)}
 	}
 	return resp, nil
+}
+
+// securityModules says which of the CRI's security profiles this node can
+// honour, for `crictl info`: seccomp always (corral ships RuntimeDefault);
+// AppArmor and SELinux never, since corral applies neither. A node that
+// has one of them enabled is named, since its pods then run unconfined by
+// it; a Localhost AppArmor profile is refused rather than ignored, and
+// SELinux options are ignored, as on any node without SELinux.
+func securityModules(root string) map[string]string {
+	out := map[string]string{"seccomp": "supported: RuntimeDefault (containerd's profile), Localhost, Unconfined"}
+	if b, err := os.ReadFile(filepath.Join(root, "sys/module/apparmor/parameters/enabled")); err == nil && strings.TrimSpace(string(b)) == "Y" {
+		out["apparmor"] = "unsupported: AppArmor is enabled on this node, but corral applies no AppArmor profile; Localhost profiles are refused"
+	} else {
+		out["apparmor"] = "unsupported: AppArmor is not enabled on this node; Localhost profiles are refused"
+	}
+	if _, err := os.Stat(filepath.Join(root, "sys/fs/selinux/enforce")); err == nil {
+		out["selinux"] = "unsupported: SELinux is enabled on this node, but corral sets no SELinux labels; selinux_options are ignored"
+	} else {
+		out["selinux"] = "unsupported: SELinux is not enabled on this node; selinux_options are ignored"
+	}
+	return out
 }
 
 // networkMessage says why pods have no network yet and what is missing, so

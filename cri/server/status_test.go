@@ -109,3 +109,20 @@ func TestStatusVerboseShowsConfig(t *testing.T) {
 		t.Errorf("durations should read as Go durations: %v", got["image"])
 	}
 }
+
+func TestSecurityModules(t *testing.T) {
+	none := t.TempDir()
+	got := securityModules(none)
+	if !strings.Contains(got["apparmor"], "not enabled") || !strings.Contains(got["selinux"], "not enabled") || !strings.HasPrefix(got["seccomp"], "supported") {
+		t.Errorf("a node without either: %v", got)
+	}
+	both := t.TempDir()
+	os.MkdirAll(filepath.Join(both, "sys/module/apparmor/parameters"), 0o755)
+	os.WriteFile(filepath.Join(both, "sys/module/apparmor/parameters/enabled"), []byte("Y\n"), 0o644)
+	os.MkdirAll(filepath.Join(both, "sys/fs/selinux"), 0o755)
+	os.WriteFile(filepath.Join(both, "sys/fs/selinux/enforce"), []byte("1"), 0o644)
+	got = securityModules(both)
+	if !strings.Contains(got["apparmor"], "is enabled") || !strings.Contains(got["selinux"], "is enabled") {
+		t.Errorf("a node with both: %v", got)
+	}
+}
