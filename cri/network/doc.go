@@ -2,7 +2,8 @@
 // (libcni), the way the kubelet's runtimes (containerd, CRI-O) do: the
 // first network configuration in the CNI config dir, in lexical order of
 // file names (*.conflist, or a single-plugin *.conf / *.json wrapped into a
-// list), plus the loopback plugin, which every pod gets.
+// list). The pod's loopback is up already (cri/netns brings it up), so the
+// loopback plugin, which would only do that, is not run.
 //
 // # Configuration
 //

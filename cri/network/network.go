@@ -27,20 +27,15 @@ const (
 	// podIfName is the pod's interface on the main network, as every
 	// Kubernetes runtime names it; tools and probes expect it.
 	podIfName = "eth0"
-	// loopbackNetwork names the loopback attachment in libcni's cache; it
-	// must not clash with a real network, hence the prefix.
+	// loopbackNetwork named the loopback attachment in libcni's cache when
+	// corral ran the loopback plugin; pods set up then still have one,
+	// which Teardown removes, and no network may take the name.
 	loopbackNetwork = "cni-loopback"
 )
 
 // configExts are the config file extensions that count, as containerd reads
 // them; files with other names in the dir are ignored.
 var configExts = []string{".conflist", ".conf", ".json"}
-
-// loopbackConf is the loopback network every pod gets besides the main one.
-// The loopback plugin only brings lo up (cri/netns already did), but
-// running it keeps pods the same as under other runtimes and lets
-// configurations that expect it (CHECK, chained plugins) work.
-const loopbackConf = `{"cniVersion":"1.0.0","name":"` + loopbackNetwork + `","plugins":[{"type":"loopback"}]}`
 
 // PortMapping is a pod's hostPort, passed to plugins with the portMappings
 // capability (portmap).
@@ -136,7 +131,7 @@ func New(confDir string, binDirs []string, cacheDir string, log *slog.Logger) *M
 }
 
 // Ready reports whether pods can be networked now: a usable config and all
-// its plugins, and loopback, present. When not, the reason says what is
+// its plugins present. When not, the reason says what is
 // missing, for the CRI Status NetworkReady condition.
 func (m *Manager) Ready() (bool, string) {
 	conf, err := m.config()
@@ -149,7 +144,7 @@ func (m *Manager) Ready() (bool, string) {
 	return true, ""
 }
 
-// checkPlugins makes sure every plugin conf uses, and loopback, is in the
+// checkPlugins makes sure every plugin conf uses is in the
 // bin dirs, so a missing one shows in Ready instead of halfway through an
 // ADD.
 func (m *Manager) checkPlugins(conf *netConfig) error {
@@ -158,14 +153,14 @@ func (m *Manager) checkPlugins(conf *netConfig) error {
 			return fmt.Errorf("CNI plugin %q (used by %s) not found in %s: %w", t, conf.file, strings.Join(m.binDirs, ", "), errdefs.ErrFailedPrecondition)
 		}
 	}
-	if _, err := invoke.FindInPath("loopback", m.binDirs); err != nil {
-		return fmt.Errorf("CNI plugin \"loopback\" (which every pod gets) not found in %s: %w", strings.Join(m.binDirs, ", "), errdefs.ErrFailedPrecondition)
-	}
 	return nil
 }
 
-// Setup attaches the pod to loopback and the main network (CNI ADD) and
-// returns its addresses. On error it has run DEL for what it added, so
+// Setup attaches the pod to the main network (CNI ADD) and returns its
+// addresses. The pod's loopback is the namespace's business: cri/netns
+// brings lo up when it makes one, which is all the loopback plugin would
+// do, so corral does not run that plugin (one process less on ADD and one
+// on DEL, for every pod). On error it has run DEL for what it added, so
 // nothing is left but the caller's namespace; the caller may still call
 // Teardown, which is then a no-op. A pod already set up must be torn down
 // first.
@@ -180,19 +175,9 @@ func (m *Manager) Setup(ctx context.Context, pod Pod) (Result, error) {
 	if err := m.checkPlugins(conf); err != nil {
 		return Result{}, err
 	}
-	lo, err := loopbackList()
-	if err != nil {
-		return Result{}, err
-	}
 	capArgs, err := pod.capabilityArgs()
 	if err != nil {
 		return Result{}, err
-	}
-
-	loRT := pod.runtimeConf("lo", nil)
-	if _, err := m.cni.AddNetworkList(ctx, lo, loRT); err != nil {
-		m.undo(ctx, pod, lo, loRT)
-		return Result{}, fmt.Errorf("pod %s: loopback: %w", pod.ID, err)
 	}
 	rt := pod.runtimeConf(podIfName, capArgs)
 	res, err := m.cni.AddNetworkList(ctx, conf.list, rt)
@@ -206,7 +191,6 @@ func (m *Manager) Setup(ctx context.Context, pod Pod) (Result, error) {
 	// The spec asks for DEL after a failed ADD: plugins before the one
 	// that failed may have allocated an IP or made a veth.
 	m.undo(ctx, pod, conf.list, rt)
-	m.undo(ctx, pod, lo, loRT)
 	return Result{}, fmt.Errorf("pod %s: network %q from %s: %w", pod.ID, conf.list.Name, conf.file, err)
 }
 
@@ -279,7 +263,8 @@ func (m *Manager) Teardown(ctx context.Context, pod Pod) error {
 	}
 	var errs []error
 	done := map[string]bool{} // networks torn down from the cache
-	// Main network(s) before loopback: the reverse of Setup.
+	// Main network(s) before the loopback of a pod set up by an older
+	// corral: the reverse of its Setup.
 	slices.SortStableFunc(atts, func(a, b *libcni.NetworkAttachment) int {
 		return boolInt(a.Network == loopbackNetwork) - boolInt(b.Network == loopbackNetwork)
 	})
@@ -322,18 +307,6 @@ func (m *Manager) Teardown(ctx context.Context, pod Pod) error {
 			}
 		}
 	}
-	// Loopback DEL does nothing, but running it drops its cache entry.
-	if !done[loopbackNetwork] && nsPath != "" {
-		lo, err := loopbackList()
-		if err != nil {
-			return err
-		}
-		p := pod
-		p.NetNSPath = nsPath
-		if err := m.cni.DelNetworkList(ctx, lo, p.runtimeConf("lo", nil)); err != nil {
-			return fmt.Errorf("pod %s: loopback: CNI DEL: %w", pod.ID, err)
-		}
-	}
 	m.log.Debug("pod network torn down", "pod", pod.ID)
 	return nil
 }
@@ -355,15 +328,6 @@ func cachedRuntimeConf(a *libcni.NetworkAttachment, nsPath string) *libcni.Runti
 		Args:           a.CniArgs,
 		CapabilityArgs: a.CapabilityArgs,
 	}
-}
-
-// loopbackList parses loopbackConf.
-func loopbackList() (*libcni.NetworkConfigList, error) {
-	l, err := libcni.NetworkConfFromBytes([]byte(loopbackConf))
-	if err != nil {
-		return nil, fmt.Errorf("loopback CNI config: %w: %w", err, errdefs.ErrInternal)
-	}
-	return l, nil
 }
 
 // validate checks what every CNI call needs.
