@@ -27,8 +27,8 @@ import (
 )
 
 // RunPodSandbox makes a pod: its record, files, network namespace and
-// /dev/shm, then its shim and pause process. A failure part-way undoes
-// everything made so far.
+// /dev/shm, then its shim and pause process while CNI sets up its network.
+// A failure part-way undoes everything made so far.
 func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxRequest) (_ *runtimeapi.RunPodSandboxResponse, retErr error) {
 	cfg := r.GetConfig()
 	if err := validateSandboxConfig(cfg); err != nil {
@@ -118,18 +118,29 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 
 	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	var nsPath string
-	var podIPs []string
+	podNetwork := func() ([]string, error) { return nil, nil }
 	if nsOpts.GetNetwork() != runtimeapi.NamespaceMode_NODE {
 		if nsPath, err = netns.Create(s.paths.netnsDir(), id); err != nil {
 			return nil, fmt.Errorf("network namespace: %w", err)
 		}
 		undo = append(undo, func() { netns.Remove(nsPath) })
-		ips, err := s.setupNetwork(ctx, id, cfg, nsPath)
-		if err != nil {
-			return nil, err
-		}
-		undo = append(undo, func() { s.cniTeardown(bg, network.Pod{ID: id, NetNSPath: nsPath}) })
-		podIPs = ips
+		// CNI needs only the namespace, and the shim and the pause process
+		// need nothing of CNI: the plugins run while they start. Whatever
+		// happens next, the result is collected before RunPodSandbox
+		// returns (below, or by this undo).
+		done := make(chan struct{})
+		var ips []string
+		var netErr error
+		go func() {
+			defer close(done)
+			ips, netErr = s.setupNetwork(ctx, id, cfg, nsPath)
+		}()
+		podNetwork = func() ([]string, error) { <-done; return ips, netErr }
+		undo = append(undo, func() {
+			if _, err := podNetwork(); err == nil {
+				s.cniTeardown(bg, network.Pod{ID: id, NetNSPath: nsPath})
+			}
+		})
 	}
 	var shm string
 	if nsOpts.GetIpc() != runtimeapi.NamespaceMode_NODE {
@@ -184,6 +195,10 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 		return nil, fmt.Errorf("runtime handler %q: start pause container: %w", handler, taskErr(err))
 	}
 	conn, err := sh.Task.Connect(ctx, &taskapi.ConnectRequest{ID: id})
+	if err != nil {
+		return nil, err
+	}
+	podIPs, err := podNetwork()
 	if err != nil {
 		return nil, err
 	}
