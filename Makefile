@@ -88,15 +88,14 @@ lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
+	bash hack/protos.sh --check
 
 # protos regenerates proto/**.pb.go with google.golang.org/protobuf and
-# protoc-gen-go-ttrpc, the generators containerd uses.
+# protoc-gen-go-ttrpc, the generators containerd uses, at pinned versions
+# (hack/protos.sh); lint fails when the committed files differ from what
+# this target makes.
 protos: deps
-	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
-	$(GO) install github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@v1.2.10
-	@files=$$(find proto -name '*.proto'); \
-	if [ -z "$$files" ]; then echo "no .proto files under proto/"; exit 0; fi; \
-	protoc -I proto --go_out=paths=source_relative:proto --go-ttrpc_out=paths=source_relative:proto $$files
+	bash hack/protos.sh
 
 # crictl, the kubelet maintainers' CRI client, from the Go module proxy at a
 # pinned cri-tools version; the integration tests use it as a user would.
