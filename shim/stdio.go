@@ -185,7 +185,12 @@ func (p *processIO) start(ctx context.Context) error {
 			return err
 		}
 		p.closers = append(p.closers, in)
-		hold, err := fifo.OpenFifo(context.Background(), strings.TrimPrefix(p.stdio.Stdin, "fifo://"), syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
+		// The hold must be open before any client can write: fifo.OpenFifo
+		// opens in the background, and a client that wrote and closed
+		// before that would give the copy below EOF, ending stdin for
+		// good. O_RDWR on a FIFO opens at once on Linux, with or without
+		// a reader; the shim never reads from it.
+		hold, err := os.OpenFile(strings.TrimPrefix(p.stdio.Stdin, "fifo://"), os.O_RDWR, 0)
 		if err != nil {
 			return fmt.Errorf("open stdin fifo %q: %w", p.stdio.Stdin, err)
 		}
