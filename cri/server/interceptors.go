@@ -13,7 +13,9 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// unaryInterceptor wraps every unary CRI call: recover, map the error, log.
+// unaryInterceptor wraps every unary CRI call: refuse a request that does
+// not decode or validate (cri/validation) before the handler sees it,
+// recover, map the error, log.
 func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	start := time.Now()
 	defer func() {
@@ -23,6 +25,9 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 		err = toStatus(info.FullMethod, err)
 		s.logCall(ctx, info.FullMethod, start, err)
 	}()
+	if err := s.codec.check(req); err != nil {
+		return nil, err
+	}
 	return handler(ctx, req)
 }
 
@@ -37,7 +42,7 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 		err = toStatus(info.FullMethod, err)
 		s.logCall(ss.Context(), info.FullMethod, start, err)
 	}()
-	return handler(srv, ss)
+	return handler(srv, checkedStream{ss, s.codec})
 }
 
 // recovered logs a handler's panic with its stack and turns it into the

@@ -89,6 +89,7 @@ type Server struct {
 	version         string
 	shutdownTimeout time.Duration
 	grpc            *grpc.Server
+	codec           requestCodec // decodes and checks every request
 	images          *image.Service
 	metrics         *metrics.Metrics
 	ready           func()
@@ -169,7 +170,9 @@ func New(cfg *config.Config, store *metadata.Store, opts Options) (*Server, erro
 			return nil, fmt.Errorf("server: metrics: %w", err)
 		}
 	}
+	s.codec = newRequestCodec()
 	s.grpc = grpc.NewServer(
+		grpc.ForceServerCodecV2(s.codec),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(maxMsgSize),
