@@ -58,6 +58,8 @@ func (c *Config) Validate() error {
 	}
 	if err := checkAddress(c.Streaming.Address); err != nil {
 		bad("streaming.address", "%v", err)
+	} else if host, _, _ := net.SplitHostPort(c.Streaming.Address); !loopback(host) {
+		bad("streaming.address", "%q is not a loopback address: the streaming server has no TLS and no authentication but the single-use token in its URLs, so exec into any container would be open to the network; use 127.0.0.1 or [::1]", c.Streaming.Address)
 	}
 	if c.Metrics.Address != "" {
 		if err := checkAddress(c.Metrics.Address); err != nil {
@@ -127,6 +129,15 @@ func ParseLogLevel(s string) (slog.Level, error) {
 }
 
 // checkAddress accepts host:port with a numeric port, what net.Listen takes.
+// loopback reports whether host names only this node.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 func checkAddress(addr string) error {
 	if addr == "" {
 		return errors.New("is empty; give host:port, e.g. \"127.0.0.1:0\"")
