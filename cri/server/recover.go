@@ -59,8 +59,23 @@ func (s *Server) recoverPod(ctx context.Context, sb metadata.Sandbox) {
 		return
 	}
 	if sb.ShimAddress == "" {
-		s.metrics.RecoveredPod(metrics.RecoveredNoShim)
-		return
+		// A RunPodSandbox cut short may have started the shim before it
+		// could record it; the shim wrote its address into the bundle.
+		// Adopted, it is stopped and removed with the pod like any other.
+		addr := s.startedShim(sb.ID)
+		if addr == "" {
+			s.metrics.RecoveredPod(metrics.RecoveredNoShim)
+			return
+		}
+		if _, err := s.store.UpdateSandbox(sb.ID, func(r *metadata.Sandbox) error {
+			r.ShimAddress = addr
+			return nil
+		}); err != nil {
+			log.Error("recover: record the shim a cut-short RunPodSandbox started", "address", addr, "error", err)
+			return
+		}
+		log.Info("recover: adopted the shim a cut-short RunPodSandbox started", "address", addr)
+		sb.ShimAddress = addr
 	}
 	sh, err := s.podShim(ctx, sb.ID, sb.ShimAddress)
 	if err != nil {
@@ -100,6 +115,16 @@ func (s *Server) recoverPod(ctx context.Context, sb metadata.Sandbox) {
 	}
 }
 
+// startedShim is the address a shim started for pod id wrote into the
+// pod's bundle, "" if none did.
+func (s *Server) startedShim(id string) string {
+	b, err := os.ReadFile(filepath.Join(s.paths.sandboxBundle(id), "address"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
 // sweep removes what a crash left with no record to name it: a pod or
 // container whose creation was cut short before its record was written, or
 // after its record was deleted but before its files were. Only directories
@@ -136,9 +161,9 @@ func (s *Server) sweep(ctx context.Context) {
 	}
 	for _, id := range orphans(filepath.Join(s.paths.state, "sandboxes")) {
 		s.log.Info("sweep: pod files without a pod", "id", id)
-		if addr, err := os.ReadFile(filepath.Join(s.paths.sandboxBundle(id), "address")); err == nil {
+		if addr := s.startedShim(id); addr != "" {
 			// A shim may have been started for it: end it too.
-			if sh, err := shimclient.Connect(ctx, strings.TrimSpace(string(addr))); err == nil {
+			if sh, err := shimclient.Connect(ctx, addr); err == nil {
 				sh.Task.Kill(ctx, &taskapi.KillRequest{ID: id, Signal: 9, All: true})
 				waitTask(ctx, sh, id, 5*time.Second)
 				sh.Task.Delete(ctx, &taskapi.DeleteRequest{ID: id})

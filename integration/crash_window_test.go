@@ -1,0 +1,47 @@
+package integration
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/corral-runtime/corral/metadata"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// TestCorraldAdoptsShimOfCutShortPod: corrald killed in RunPodSandbox after
+// it started the pod's shim but before it recorded the shim leaves a
+// NotReady record with no shim address, and a shim (with the pause
+// container) running. The chaos suite found that stopping and removing
+// such a pod left the shim running forever. The record is made the way
+// the crash leaves it; the restarted corrald must find the shim by the
+// address file in the pod's bundle, and removing the pod must end it.
+func TestCorraldAdoptsShimOfCutShortPod(t *testing.T) {
+	e := newPodEnv(t)
+	cfg := e.podConfig("cut-short")
+	podID := e.runPod(t, cfg)
+	shims := e.waitShims(t, 1)
+
+	e.killDaemon(t)
+	st, err := metadata.Open(filepath.Join(e.root, "meta.db"), metadata.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.UpdateSandbox(podID, func(sb *metadata.Sandbox) error {
+		sb.State, sb.ShimAddress, sb.ShimPID, sb.PID = metadata.SandboxNotReady, "", 0, 0
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	e.restart(t)
+
+	if got := e.shims(); len(got) != 1 || got[0].pid != shims[0].pid {
+		t.Fatalf("shims after the restart: %s; want the pod's, pid %d", describeShims(got), shims[0].pid)
+	}
+	if st, _ := e.podStatus(t, podID); st.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+		t.Errorf("the cut-short pod is %s, want NOTREADY", st.State)
+	}
+	e.removePod(t, podID)
+	e.waitShims(t, 0)
+	e.checkNoLeaks(t)
+}
