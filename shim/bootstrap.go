@@ -117,6 +117,13 @@ func Start(ctx context.Context, cfg Config) (string, error) {
 	cmd := exec.Command(self, args...)
 	cmd.Dir = bundle
 	cmd.ExtraFiles = []*os.File{f}
+	// What the Go runtime itself prints (a panic, a fatal error, the
+	// goroutine dump SIGQUIT asks for) would go nowhere: the shim runs
+	// detached. The bundle keeps it, beside the shim's own log.
+	if stderr, err := os.OpenFile(filepath.Join(bundle, "shim.stderr"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
+		defer stderr.Close()
+		cmd.Stderr = stderr
+	}
 	// Its own session: the shim must outlive the daemon that started it and
 	// must not get the daemon's terminal signals.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
