@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -43,5 +44,39 @@ func TestCorraldAdoptsShimOfCutShortPod(t *testing.T) {
 	}
 	e.removePod(t, podID)
 	e.waitShims(t, 0)
+	e.checkNoLeaks(t)
+}
+
+// TestHostPortTeardownWithoutCache: corrald killed in the middle of a pod's
+// CNI ADD leaves the port mapping's iptables rules but no libcni cache to
+// tell DEL about them, and portmap's DEL removes nothing it is not told
+// of. The chaos suite found the rules outliving the pod. The cache is
+// removed the way the crash leaves it; removing the pod must still remove
+// the rules, the address and the veth.
+func TestHostPortTeardownWithoutCache(t *testing.T) {
+	n := newTestNetwork(t)
+	e := newPodEnvWithCNI(t, n.conflist())
+	cfg := e.podConfig("no-cache")
+	cfg.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 80, HostPort: int32(freePort(t)), HostIp: "127.0.0.1"}}
+	podID := e.runPod(t, cfg)
+	if left := n.leftovers([]string{podID}); len(left) == 0 {
+		t.Fatal("the pod's network left no trace on the host to remove; the test proves nothing")
+	}
+
+	e.killDaemon(t)
+	cache, _ := filepath.Glob(filepath.Join(e.root, "cni", "results", "*"+podID+"*"))
+	if len(cache) == 0 {
+		t.Fatalf("no libcni cache for the pod under %s", filepath.Join(e.root, "cni"))
+	}
+	for _, f := range cache {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.restart(t)
+	e.removePod(t, podID)
+	if left := n.leftovers([]string{podID}); len(left) > 0 {
+		t.Errorf("left after removing the pod: %v", left)
+	}
 	e.checkNoLeaks(t)
 }

@@ -296,11 +296,13 @@ func (m *Manager) Teardown(ctx context.Context, pod Pod) error {
 			// never set up; failing would only block the pod's removal.
 			m.log.Info("no CNI config to tear down a pod without cached ADD; skipping", "pod", pod.ID, "reason", err)
 		} else if !done[conf.list.Name] {
+			// The pod's port mappings go along: portmap's DEL deletes
+			// nothing without them.
 			p := pod
 			p.NetNSPath = nsPath
 			capArgs, cerr := p.capabilityArgs()
 			if cerr != nil {
-				capArgs = nil // DEL does not need them to find what to delete
+				capArgs = nil
 			}
 			if err := m.cni.DelNetworkList(ctx, conf.list, p.runtimeConf(podIfName, capArgs)); err != nil {
 				return fmt.Errorf("pod %s: network %q from %s: CNI DEL: %w", pod.ID, conf.list.Name, conf.file, err)

@@ -137,9 +137,11 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 		}()
 		podNetwork = func() ([]string, error) { <-done; return ips, netErr }
 		undo = append(undo, func() {
-			if _, err := podNetwork(); err == nil {
-				s.cniTeardown(bg, network.Pod{ID: id, NetNSPath: nsPath})
-			}
+			// DEL after a failed ADD too, as the CNI spec asks: the
+			// plugins that ran before the one that failed (an address
+			// host-local reserved, a veth) are freed by nothing else.
+			podNetwork()
+			s.cniTeardown(bg, networkPod(id, cfg, nsPath))
 		})
 	}
 	var shm string
@@ -456,6 +458,17 @@ func (s *Server) setupNetwork(ctx context.Context, id string, cfg *runtimeapi.Po
 		s.log.Warn("pod gets loopback only: no CNI network is configured", "pod", id, "reason", why)
 		return nil, nil
 	}
+	res, err := s.cniSetup(ctx, networkPod(id, cfg, nsPath))
+	if err != nil {
+		return nil, fmt.Errorf("pod network: %w", err)
+	}
+	return res.IPs, nil
+}
+
+// networkPod is the pod as CNI sees it. Teardown needs all of it as much
+// as setup: portmap's DEL removes nothing when it is not told the port
+// mappings, which matters when an ADD cut short left no cache to tell it.
+func networkPod(id string, cfg *runtimeapi.PodSandboxConfig, nsPath string) network.Pod {
 	md := cfg.GetMetadata()
 	pod := network.Pod{ID: id, Name: md.GetName(), Namespace: md.GetNamespace(), UID: md.GetUid(), NetNSPath: nsPath}
 	for _, pm := range cfg.GetPortMappings() {
@@ -470,9 +483,5 @@ func (s *Server) setupNetwork(ctx context.Context, id string, cfg *runtimeapi.Po
 	if dns := cfg.GetDnsConfig(); dns != nil {
 		pod.DNS = &network.DNS{Servers: dns.Servers, Searches: dns.Searches, Options: dns.Options}
 	}
-	res, err := s.cniSetup(ctx, pod)
-	if err != nil {
-		return nil, fmt.Errorf("pod network: %w", err)
-	}
-	return res.IPs, nil
+	return pod
 }

@@ -10,7 +10,6 @@ import (
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/errdefs"
 	"github.com/corral-runtime/corral/cri/netns"
-	"github.com/corral-runtime/corral/cri/network"
 	"github.com/corral-runtime/corral/metadata"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -69,9 +68,9 @@ func (s *Server) stopSandbox(ctx context.Context, sb metadata.Sandbox) error {
 	// RunPodSandbox cut short by a crash made them before it could record
 	// them.
 	nsPath := filepath.Join(s.paths.netnsDir(), sb.ID)
-	if s.net != nil && sandboxConfig(sb).GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() != runtimeapi.NamespaceMode_NODE {
+	if cfg := sandboxConfig(sb); s.net != nil && cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() != runtimeapi.NamespaceMode_NODE {
 		// Idempotent: a pod never set up, or torn down before, is fine.
-		if err := s.cniTeardown(ctx, network.Pod{ID: sb.ID, NetNSPath: nsPath}); err != nil {
+		if err := s.cniTeardown(ctx, networkPod(sb.ID, cfg, nsPath)); err != nil {
 			return fmt.Errorf("pod network teardown: %w", err)
 		}
 	}
