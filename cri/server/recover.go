@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -67,15 +68,19 @@ func (s *Server) recoverPod(ctx context.Context, sb metadata.Sandbox) {
 			s.metrics.RecoveredPod(metrics.RecoveredNoShim)
 			return
 		}
+		pid := 0
+		if b, err := os.ReadFile(filepath.Join(s.paths.sandboxBundle(sb.ID), "shim.pid")); err == nil {
+			pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		}
 		if _, err := s.store.UpdateSandbox(sb.ID, func(r *metadata.Sandbox) error {
-			r.ShimAddress = addr
+			r.ShimAddress, r.ShimPID = addr, uint32(pid)
 			return nil
 		}); err != nil {
 			log.Error("recover: record the shim a cut-short RunPodSandbox started", "address", addr, "error", err)
 			return
 		}
 		log.Info("recover: adopted the shim a cut-short RunPodSandbox started", "address", addr)
-		sb.ShimAddress = addr
+		sb.ShimAddress, sb.ShimPID = addr, uint32(pid)
 	}
 	sh, err := s.podShim(ctx, sb.ID, sb.ShimAddress)
 	if err != nil {

@@ -42,7 +42,7 @@ func (s *Server) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodSa
 	}
 	if sh := s.shims.get(id); sh != nil {
 		// The last task of the pod is gone: the shim ends.
-		sh.Task.Shutdown(ctx, &taskapi.ShutdownRequest{ID: id})
+		s.endShim(ctx, sh, sb)
 	}
 	s.shims.drop(id)
 	if cg := sandboxCgroup(sb); cg.owned {
