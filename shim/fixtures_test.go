@@ -2,20 +2,57 @@ package shim
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	runc "github.com/containerd/go-runc"
 	"golang.org/x/sys/unix"
 )
 
 // Tests in this package never call t.Parallel: Reaper.Reap waits for any
 // child of the test process, so a test starting children concurrently with
 // the reaper test would lose its children's exits to it.
+
+// In the shim, go-runc's Monitor is the reaper (serve.go), which waits for a
+// runtime command only when go-runc asks. go-runc's default monitor calls
+// cmd.Wait as soon as the command starts instead, and Wait closes the
+// StdoutPipe that Stats is still reading ("read |0: file already closed").
+// The tests, which run the runtime without the reaper, get a monitor that
+// waits when asked, as the reaper does.
+func init() { runc.Monitor = waitingMonitor{} }
+
+type waitingMonitor struct{}
+
+func (waitingMonitor) Start(c *exec.Cmd) (chan runc.Exit, error) {
+	if err := c.Start(); err != nil {
+		return nil, err
+	}
+	return make(chan runc.Exit), nil
+}
+
+func (m waitingMonitor) StartLocked(c *exec.Cmd) (chan runc.Exit, error) { return m.Start(c) }
+
+func (waitingMonitor) Wait(c *exec.Cmd, _ chan runc.Exit) (int, error) {
+	err := c.Wait()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		if ws, ok := exit.Sys().(syscall.WaitStatus); ok {
+			return ws.ExitStatus(), nil
+		}
+	}
+	if err != nil {
+		return -1, err
+	}
+	return 0, nil
+}
 
 // discardLog is a logger for code under test whose log is not checked.
 func discardLog() *slog.Logger {
