@@ -50,6 +50,7 @@ FUZZ_TARGETS := \
 	./cri/spec:FuzzContainerSpec \
 	./cri/netns:FuzzParseNetDev \
 	./shim:FuzzCRILog \
+	./shim:FuzzCRILogTerminal \
 	./metadata:FuzzDecode \
 	./metadata:FuzzStoredRecord \
 	./metadata:FuzzOpen

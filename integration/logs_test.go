@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -277,6 +278,73 @@ func TestLogsReopen(t *testing.T) {
 	_, err := e.rt.ReopenContainerLog(e.ctx(), &runtimeapi.ReopenContainerLogRequest{ContainerId: cid})
 	if code, msg := grpcCode(err); code != codes.FailedPrecondition {
 		t.Errorf("ReopenContainerLog of a stopped container: %v (%s), want FailedPrecondition", code, msg)
+	}
+	e.removePod(t, podID)
+}
+
+// TestLogsTerminal: a container with a terminal logs its output as stdout
+// without the "\r" the terminal puts before each "\n", after a first record
+// that says the stream is a terminal; every line stays a CRI record that
+// the kubelet's parser takes, and a rotated log starts with the marker too.
+func TestLogsTerminal(t *testing.T) {
+	e := newPodEnv(t)
+	pod := e.podConfig("logtty")
+	podID := e.runPod(t, pod)
+	cfg := e.containerConfig("tty", "sh", "-c",
+		`echo one; echo two >&2; printf 'bar\r50%%\r100%%\n'; while [ ! -e /rotated ]; do sleep 0.05; done; echo three; sleep 1000`)
+	cfg.Tty = true
+	cid, _ := e.runContainer(t, podID, pod, cfg)
+	st, _ := e.containerStatus(t, cid)
+	logPath := st.LogPath
+	waitUntil(t, 30*time.Second, "the container has logged", func() (bool, string) {
+		b, _ := os.ReadFile(logPath)
+		return bytes.Contains(b, []byte("100%\n")), fmt.Sprintf("%q", b)
+	})
+	isMarker := func(r criRecord) bool {
+		return r.stream == "stdout" && r.tag == "F" && strings.HasPrefix(r.text, "[corral] ") && strings.Contains(r.text, "terminal (tty)")
+	}
+	texts := func(recs []criRecord) []string {
+		var s []string
+		for _, r := range recs {
+			if r.stream != "stdout" || r.tag != "F" {
+				t.Errorf("record %+v: a terminal's output is one stream, logged as stdout, in full lines", r)
+			}
+			s = append(s, r.text)
+		}
+		return s
+	}
+	recs := readCRILog(t, logPath)
+	if len(recs) == 0 || !isMarker(recs[0]) {
+		t.Fatalf("the log does not start with the terminal marker: %+v", recs)
+	}
+	marker := recs[0].text
+	if got, want := texts(recs[1:]), []string{"one", "two", "bar\r50%\r100%"}; !slices.Equal(got, want) {
+		t.Errorf("records %q, want %q (\\r\\n logged as \\n, other \\r kept)", got, want)
+	}
+	out, errOut, err := e.crictlSplit(t, time.Minute, "logs", cid)
+	if want := marker + "\none\ntwo\nbar\r50%\r100%\n"; err != nil || out != want || errOut != "" {
+		t.Errorf("crictl logs: stdout %q stderr %q (%v), want %q on stdout", out, errOut, err, want)
+	}
+
+	// Rotation: the new file starts with the marker as well.
+	if err := os.Rename(logPath, logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.rt.ReopenContainerLog(e.ctx(), &runtimeapi.ReopenContainerLogRequest{ContainerId: cid}); err != nil {
+		t.Fatalf("ReopenContainerLog: %v", err)
+	}
+	if _, code := e.execIn(t, cid, "touch", "/rotated"); code != 0 {
+		t.Fatalf("touch /rotated: exit %d", code)
+	}
+	waitUntil(t, 30*time.Second, "the container logs after the rotation", func() (bool, string) {
+		b, _ := os.ReadFile(logPath)
+		return bytes.Contains(b, []byte("three\n")), fmt.Sprintf("%q", b)
+	})
+	if got, want := texts(readCRILog(t, logPath)), []string{marker, "three"}; !slices.Equal(got, want) {
+		t.Errorf("after rotation the log holds %q, want %q", got, want)
+	}
+	if out, _, err := e.crictlSplit(t, time.Minute, "logs", "--tail", "1", cid); err != nil || out != "three\n" {
+		t.Errorf("crictl logs --tail 1: %q, %v", out, err)
 	}
 	e.removePod(t, podID)
 }

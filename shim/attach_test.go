@@ -46,7 +46,7 @@ func TestLogFileReopen(t *testing.T) {
 func TestOutputsReopenCRILog(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "c.log")
-	outs, err := openOutputs(t.Context(), "file://"+path+"?format=cri", "file://"+path+"?format=cri")
+	outs, err := openOutputs(t.Context(), "file://"+path+"?format=cri", "file://"+path+"?format=cri", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestOutputsReopenCRILog(t *testing.T) {
 		t.Errorf("rotated %q, new %q", old, cur)
 	}
 
-	none, err := openOutputs(t.Context(), "", "")
+	none, err := openOutputs(t.Context(), "", "", false)
 	if err != nil {
 		t.Fatal(err)
 	}

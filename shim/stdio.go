@@ -158,7 +158,7 @@ func (p *processIO) start(ctx context.Context) error {
 		p.closers = append(p.closers, p.rio)
 	}
 
-	outs, err := openOutputs(ctx, p.stdio.Stdout, p.stdio.Stderr)
+	outs, err := openOutputs(ctx, p.stdio.Stdout, p.stdio.Stderr, p.console != nil)
 	if err != nil {
 		return err
 	}
@@ -350,7 +350,9 @@ func (p *processIO) close() {
 type outputs struct {
 	stdout, stderr io.WriteCloser
 	all            []io.Closer
-	files          []*logFile
+	// files are what log rotation reopens: a plain log file, or the
+	// CRI-format log over one, which starts the new file as it must.
+	files []interface{ reopen() error }
 }
 
 // reopen reopens every log file by its path.
@@ -373,7 +375,10 @@ func (o *outputs) Close() error {
 	return errors.Join(errs...)
 }
 
-func openOutputs(ctx context.Context, stdout, stderr string) (*outputs, error) {
+// openOutputs opens where stdout and stderr go. tty says the process writes
+// to a terminal, which a CRI-format log marks and whose line ends it
+// cleans up.
+func openOutputs(ctx context.Context, stdout, stderr string, tty bool) (*outputs, error) {
 	o := &outputs{}
 	// open returns the writer for one stream; a destination asking for the
 	// CRI log format gets a record writer over the file.
@@ -383,18 +388,30 @@ func openOutputs(ctx context.Context, stdout, stderr string) (*outputs, error) {
 			return nil, nil, fmt.Errorf("%s: %w", stream, err)
 		}
 		o.all = append(o.all, w)
-		if lf, ok := w.(*logFile); ok {
-			o.files = append(o.files, lf)
+		lf, isFile := w.(*logFile)
+		if !criFormat(dest) {
+			if isFile {
+				o.files = append(o.files, lf)
+			}
+			return w, nil, nil
 		}
-		if criFormat(dest) {
-			lf := &criLogFile{w: w, now: time.Now}
-			return lf.stream(stream), lf, nil
+		var reopen func() error
+		if isFile {
+			reopen = lf.reopen
 		}
-		return w, nil, nil
+		cf, err := newCRILogFile(w, tty, time.Now, reopen)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", stream, err)
+		}
+		if isFile {
+			o.files = append(o.files, cf)
+		}
+		return cf.stream(stream), cf, nil
 	}
 	if stdout != "" {
 		w, lf, err := open(stdout, "stdout")
 		if err != nil {
+			o.Close()
 			return nil, err
 		}
 		o.stdout = w

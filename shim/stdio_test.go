@@ -94,7 +94,7 @@ func readAll(t *testing.T, r *os.File, want string) string {
 
 func TestOpenOutputsSharedFIFO(t *testing.T) {
 	fifo := mkfifo(t, filepath.Join(t.TempDir(), "out"))
-	o, err := openOutputs(context.Background(), fifo, fifo)
+	o, err := openOutputs(context.Background(), fifo, fifo, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestOpenOutputs(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			o, err := openOutputs(context.Background(), tc.stdout, tc.stderr)
+			o, err := openOutputs(context.Background(), tc.stdout, tc.stderr, false)
 			if tc.kind != nil {
 				if !tc.kind(err) {
 					t.Errorf("err = %v, want another kind", err)
@@ -180,7 +180,7 @@ func TestOpenOutputsFiles(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "logs", "nested")
 	out, errPath := filepath.Join(dir, "out.log"), filepath.Join(dir, "err.log")
 	writeFile(t, out, "before\n")
-	o, err := openOutputs(context.Background(), "file://"+out, "file://"+errPath)
+	o, err := openOutputs(context.Background(), "file://"+out, "file://"+errPath, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +195,7 @@ func TestOpenOutputsFiles(t *testing.T) {
 		}
 	}
 	// The same file for both is opened once.
-	o, err = openOutputs(context.Background(), "file://"+out, "file://"+out)
+	o, err = openOutputs(context.Background(), "file://"+out, "file://"+out, false)
 	if err != nil {
 		t.Fatal(err)
 	}
