@@ -26,6 +26,7 @@ import (
 	"github.com/corral-runtime/corral/cri/cgroup"
 	"github.com/corral-runtime/corral/cri/config"
 	"github.com/corral-runtime/corral/cri/image"
+	"github.com/corral-runtime/corral/cri/imagevolume"
 	"github.com/corral-runtime/corral/cri/metrics"
 	"github.com/corral-runtime/corral/cri/server"
 	"github.com/corral-runtime/corral/cri/shimclient"
@@ -297,6 +298,7 @@ func containerSnapshots(store *metadata.Store) func() ([]string, error) {
 			if id := c.Extra[metadata.ExtraSnapshot]; id != "" {
 				out = append(out, id)
 			}
+			out = append(out, imagevolume.Snapshots(c.Extra)...)
 		}
 		return out, nil
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/corral-runtime/corral/cri/imagevolume"
 	"github.com/corral-runtime/corral/cri/spec"
 	"github.com/corral-runtime/corral/metadata"
 	"google.golang.org/protobuf/proto"
@@ -102,7 +103,7 @@ func containerStatus(c metadata.Container) *runtimeapi.ContainerStatus {
 		Message:     c.Message,
 		Labels:      c.Labels,
 		Annotations: c.Annotations,
-		Mounts:      cfg.GetMounts(),
+		Mounts:      imagevolume.Status(cfg.GetMounts(), c.Extra),
 		LogPath:     c.LogPath,
 	}
 }

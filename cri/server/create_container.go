@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/errdefs"
 	"github.com/corral-runtime/corral/cri/image"
+	"github.com/corral-runtime/corral/cri/imagevolume"
 	"github.com/corral-runtime/corral/cri/snapshot"
 	"github.com/corral-runtime/corral/cri/spec"
 	"github.com/corral-runtime/corral/metadata"
@@ -71,6 +72,10 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 		return nil, fmt.Errorf("image %s has no layers: %w", img.ID, errdefs.ErrFailedPrecondition)
 	}
 	top := img.ChainIDs[len(img.ChainIDs)-1]
+	vols, err := s.imageVolumes(cfg)
+	if err != nil {
+		return nil, err
+	}
 
 	id := newID()
 	unlock, err := s.locks.Lock(ctx, id)
@@ -88,6 +93,9 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 		ImageRef: ref, ImageID: img.ID, State: metadata.ContainerCreated, CreatedAt: time.Now(),
 		LogPath: logPath, Bundle: bundle, Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(),
 		Extra: map[string]string{metadata.ExtraSnapshot: top},
+	}
+	if err := imagevolume.Record(rec.Extra, vols); err != nil {
+		return nil, err
 	}
 	// The record first: it keeps the image's layers from garbage
 	// collection, and its name index refuses a duplicate name and attempt.
@@ -119,6 +127,11 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 		os.RemoveAll(bundle)
 		os.RemoveAll(root)
 	})
+	volPaths, err := s.mountImageVolumes(bundle, vols)
+	undo = append(undo, func() { imagevolume.Unmount(imagevolume.Dir(bundle)) })
+	if err != nil {
+		return nil, err
+	}
 	lower, err := s.images.Snapshots().LowerDirs(digest.Digest(top))
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", img.ID, err)
@@ -141,7 +154,7 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 		HostnamePath:   filepath.Join(s.paths.sandboxRoot(podID), "hostname"),
 		HostsPath:      filepath.Join(s.paths.sandboxRoot(podID), "hosts"),
 		ShmPath:        shm, CgroupParent: sandboxCgroup(sb).parent, SystemdCgroup: s.systemdCgroup(), RestrictOOMScoreAdj: s.restrict,
-		Hostname: nodeName, Users: users, Host: s.host,
+		Hostname: nodeName, Users: users, ImageVolumes: volPaths, Host: s.host,
 	})
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/errdefs"
 	"github.com/corral-runtime/corral/cri/cgroup"
+	"github.com/corral-runtime/corral/cri/imagevolume"
 	"github.com/corral-runtime/corral/cri/metrics"
 	"github.com/corral-runtime/corral/cri/netns"
 	"github.com/corral-runtime/corral/cri/shimclient"
@@ -191,6 +192,10 @@ func (s *Server) sweep(ctx context.Context) {
 	for _, id := range orphans(filepath.Join(s.paths.state, "containers")) {
 		s.log.Info("sweep: container files without a container", "id", id)
 		unmountIfMounted(filepath.Join(s.paths.containerBundle(id), "rootfs"))
+		if err := imagevolume.Unmount(imagevolume.Dir(s.paths.containerBundle(id))); err != nil {
+			s.log.Warn("sweep: image volumes stay mounted", "id", id, "error", err)
+			continue
+		}
 		os.RemoveAll(s.paths.containerBundle(id))
 	}
 	for _, id := range orphans(filepath.Join(s.paths.root, "containers")) {

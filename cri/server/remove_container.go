@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/containerd/errdefs"
+	"github.com/corral-runtime/corral/cri/imagevolume"
 	"github.com/corral-runtime/corral/metadata"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -45,6 +46,9 @@ func (s *Server) removeContainerLocked(ctx context.Context, c metadata.Container
 	// The shim unmounts the rootfs on delete; a shim that died did not.
 	if err := unmountIfMounted(filepath.Join(bundle, "rootfs")); err != nil {
 		return fmt.Errorf("unmount rootfs of %s: %w", c.ID, err)
+	}
+	if err := imagevolume.Unmount(imagevolume.Dir(bundle)); err != nil {
+		return fmt.Errorf("container %s: %w", c.ID, err)
 	}
 	for _, d := range []string{bundle, s.paths.containerRoot(c.ID)} {
 		if err := os.RemoveAll(d); err != nil {

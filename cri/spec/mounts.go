@@ -69,7 +69,7 @@ type userMount struct {
 // criMounts validates and converts the CRI mounts of a container. It also
 // returns the root's propagation the mounts need: a mount only propagates
 // through a root that does too.
-func criMounts(cfg *runtimeapi.ContainerConfig, host Host) ([]userMount, string, error) {
+func criMounts(cfg *runtimeapi.ContainerConfig, host Host, imageVolumes map[int]string) ([]userMount, string, error) {
 	var (
 		out         []userMount
 		seen        = map[string]int{}
@@ -89,7 +89,17 @@ func criMounts(cfg *runtimeapi.ContainerConfig, host Host) ([]userMount, string,
 		}
 		seen[dst] = i
 		if m.GetImage() != nil {
-			return nil, "", unimplementedf(field+".image", "image volume mounts are not supported by corral yet")
+			src, ok := imageVolumes[i]
+			if !ok {
+				return nil, "", unimplementedf(field+".image", "the image is not mounted")
+			}
+			if !m.GetReadonly() {
+				return nil, "", invalidf(field+".readonly", "image volumes are read-only: set readonly")
+			}
+			// Private: nothing the container mounts below it may reach the
+			// node, and the image never changes to propagate anything.
+			out = append(out, userMount{m: bind(src, dst, true), fromCRI: true})
+			continue
 		}
 		if m.GetImageSubPath() != "" {
 			return nil, "", invalidf(field+".image_sub_path", "set without image")

@@ -188,7 +188,7 @@ func TestCRIMounts(t *testing.T) {
 		{name: "rro without ro", m: &runtimeapi.Mount{ContainerPath: "/x", HostPath: "/data", RecursiveReadOnly: true}, is: errdefs.IsInvalidArgument, wantErr: "recursive_read_only"},
 		{name: "rro with propagation", m: &runtimeapi.Mount{ContainerPath: "/x", HostPath: "/data", Readonly: true, RecursiveReadOnly: true, Propagation: h2c}, is: errdefs.IsInvalidArgument, wantErr: "PRIVATE"},
 		{name: "bad mount option", m: &runtimeapi.Mount{ContainerPath: "/x", HostPath: "/data", MountOptions: []string{"suid"}}, is: errdefs.IsInvalidArgument, wantErr: "mount_options[0]"},
-		{name: "image volume", m: &runtimeapi.Mount{ContainerPath: "/x", Image: &runtimeapi.ImageSpec{Image: "busybox"}}, is: errdefs.IsNotImplemented, wantErr: "image"},
+		{name: "image volume not mounted", m: &runtimeapi.Mount{ContainerPath: "/x", Image: &runtimeapi.ImageSpec{Image: "busybox"}, Readonly: true}, is: errdefs.IsNotImplemented, wantErr: "mounts[0].image"},
 		{name: "image sub path alone", m: &runtimeapi.Mount{ContainerPath: "/x", HostPath: "/data", ImageSubPath: "a"}, is: errdefs.IsInvalidArgument, wantErr: "image_sub_path"},
 		{name: "ID-mapped", m: &runtimeapi.Mount{ContainerPath: "/x", HostPath: "/data", UidMappings: []*runtimeapi.IDMapping{{Length: 1}}}, is: errdefs.IsNotImplemented, wantErr: "user namespaces"},
 		{name: "nil mount", m: nil, is: errdefs.IsInvalidArgument, wantErr: "mounts[0]"},
@@ -203,6 +203,29 @@ func TestCRIMounts(t *testing.T) {
 			wantErr(t, err, tc.is, tc.wantErr)
 		})
 	}
+}
+
+func TestImageVolumeMounts(t *testing.T) {
+	img := &runtimeapi.ImageSpec{Image: "sha256:1"}
+	c := ctrConfig()
+	c.Mounts = []*runtimeapi.Mount{
+		{ContainerPath: "/data", HostPath: "/data"},
+		{ContainerPath: "/img", Image: img, Readonly: true},
+	}
+	opts := ctrOpts(newFakeHost())
+	opts.ImageVolumes = map[int]string{1: "/run/corral/containers/c1/volumes/1/image/etc"}
+	s, err := Container(c, podConfig(), nil, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := mountAt(t, s, "/img")
+	if m.Source != opts.ImageVolumes[1] || m.Type != "bind" || !slices.Equal(m.Options, []string{"rbind", "rprivate", "ro"}) {
+		t.Errorf("image volume = %+v, want a private read-only bind of %s", m, opts.ImageVolumes[1])
+	}
+
+	c.Mounts[1].Readonly = false
+	_, err = Container(c, podConfig(), nil, opts)
+	wantErr(t, err, errdefs.IsInvalidArgument, "mounts[1].readonly")
 }
 
 func TestSandboxMounts(t *testing.T) {

@@ -107,6 +107,10 @@ type ContainerOptions struct {
 	// Users resolves the image's users and groups; nil for an image
 	// without /etc/passwd and /etc/group.
 	Users UserLookup
+	// ImageVolumes maps the index of each CRI mount that names an image
+	// to the host path the caller mounted it at (cri/imagevolume); the
+	// container gets a read-only bind of it.
+	ImageVolumes map[int]string
 	// Host answers questions about the node. Required.
 	Host Host
 }
@@ -355,7 +359,7 @@ func Container(cfg *runtimeapi.ContainerConfig, sandbox *runtimeapi.PodSandboxCo
 	}
 
 	// mounts
-	cri, propagation, err := criMounts(cfg, opts.Host)
+	cri, propagation, err := criMounts(cfg, opts.Host, opts.ImageVolumes)
 	if err != nil {
 		return nil, err
 	}
