@@ -92,7 +92,7 @@ fi
 # Specs the harness skips on every runtime (--ginkgo.skip), as "REGEX # REASON".
 # None so far: critest skips by itself what this host or runtime lacks
 # (AppArmor: not in this kernel; SELinux: disabled, so its specs are not even
-# defined; NRI: no --nri-socket, corrald has none; user namespaces, image
+# defined; NRI: no --nri-socket for containerd 1.6, whose NRI is v0.1; user namespaces, image
 # volumes, recursive read-only mounts, pod metrics, supplemental groups
 # policy: when the runtime does not announce them), and the one spec that
 # cannot pass offline, the image pinned by an upstream digest, is left to fail
@@ -129,6 +129,7 @@ bridge=crtest0 # the CNI bridge, created by the bridge plugin on first use
 images_pid=""
 runtime_pid=""
 runtime_socket=""
+runtime_nri_socket=""
 
 cleanup() {
 	local status=$?
@@ -176,6 +177,7 @@ args=(
 for s in "${harness_skips[@]}"; do
 	args+=(--ginkgo.skip "${s%% # *}")
 done
+[ -n "$runtime_nri_socket" ] && args+=(--nri-socket "$runtime_nri_socket")
 [ -n "$focus" ] && args+=(--ginkgo.focus "$focus")
 log "running critest (log: $results/critest.log)"
 # critest reads /etc/crictl.yaml when no --config names another: a config of

@@ -41,7 +41,7 @@ var version = "0.1.0-dev"
 // Default places, the ones the design brief promises.
 const (
 	defaultRoot  = "/var/lib/corral"
-	defaultState = "/run/corral"
+	defaultState = config.DefaultState
 	socketName   = "corral.sock"
 )
 

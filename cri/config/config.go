@@ -28,6 +28,12 @@ const (
 	CgroupDriverCgroupfs = "cgroupfs"
 	// CgroupDriverSystemd has the OCI runtime create systemd scopes.
 	CgroupDriverSystemd = "systemd"
+
+	// DefaultState is corrald's --state directory unless told otherwise.
+	DefaultState = "/run/corral"
+	// DefaultNRISocket is where NRI plugins connect by default, as with
+	// containerd and CRI-O.
+	DefaultNRISocket = "/var/run/nri/nri.sock"
 )
 
 // Config is the whole configuration. The zero value is not usable; start
@@ -51,6 +57,7 @@ type Config struct {
 	Network   Network   `toml:"network" json:"network"`
 	Streaming Streaming `toml:"streaming" json:"streaming"`
 	Metrics   Metrics   `toml:"metrics" json:"metrics"`
+	NRI       NRI       `toml:"nri" json:"nri"`
 
 	// Runtimes maps a RuntimeClass handler name to the shim that runs its
 	// pods.
@@ -96,6 +103,43 @@ type Streaming struct {
 type Metrics struct {
 	// Address is host:port; empty turns the endpoint off.
 	Address string `toml:"address" json:"address"`
+}
+
+// NRI configures the Node Resource Interface: plugins that are told of
+// every pod and container event and may adjust containers (cri/nri).
+type NRI struct {
+	// Enable turns NRI on.
+	Enable bool `toml:"enable" json:"enable"`
+	// SocketPath is where plugins connect. Empty means DefaultNRISocket
+	// for a corrald on the default --state, and STATE/nri.sock for any
+	// other, so that corralds side by side (tests) do not share one.
+	SocketPath string `toml:"socket_path" json:"socket_path"`
+	// PluginPath holds plugins corrald starts itself, named IDX-NAME.
+	PluginPath string `toml:"plugin_path" json:"plugin_path"`
+	// PluginConfigPath holds the configuration drop-ins of those plugins.
+	PluginConfigPath string `toml:"plugin_config_path" json:"plugin_config_path"`
+	// PluginRegistrationTimeout bounds a plugin's registration.
+	PluginRegistrationTimeout Duration `toml:"plugin_registration_timeout" json:"plugin_registration_timeout"`
+	// PluginRequestTimeout bounds each request to a plugin; a plugin that
+	// does not answer in time is disconnected.
+	PluginRequestTimeout Duration `toml:"plugin_request_timeout" json:"plugin_request_timeout"`
+	// DisableConnections accepts no plugin connections: only the plugins
+	// in PluginPath run.
+	DisableConnections bool `toml:"disable_connections" json:"disable_connections"`
+}
+
+// Socket is where NRI plugins connect to a corrald whose --state is
+// state; "" when connections are disabled.
+func (n NRI) Socket(state string) string {
+	switch {
+	case n.DisableConnections:
+		return ""
+	case n.SocketPath != "":
+		return n.SocketPath
+	case filepath.Clean(state) == DefaultState:
+		return DefaultNRISocket
+	}
+	return filepath.Join(state, "nri.sock")
 }
 
 // Runtime is one runtime handler: the shim binary started for each of its
@@ -168,6 +212,13 @@ func defaults(lookPath func(string) (string, error)) *Config {
 			BinDirs: []string{"/opt/cni/bin", "/usr/lib/cni"},
 		},
 		Streaming: Streaming{Address: "127.0.0.1:0"},
+		NRI: NRI{
+			Enable:                    true,
+			PluginPath:                "/opt/nri/plugins",
+			PluginConfigPath:          "/etc/nri/conf.d",
+			PluginRegistrationTimeout: Duration(5 * time.Second),
+			PluginRequestTimeout:      Duration(2 * time.Second),
+		},
 		Runtimes: map[string]Runtime{
 			DefaultHandler: {Shim: DefaultShim, Runtime: DefaultRuncPath},
 		},

@@ -24,6 +24,8 @@ func TestDefaultIsTheDocumentedConfig(t *testing.T) {
 		Network:        Network{ConfDir: "/etc/cni/net.d", BinDirs: []string{"/opt/cni/bin", "/usr/lib/cni"}},
 		Streaming:      Streaming{Address: "127.0.0.1:0"},
 		Metrics:        Metrics{Address: ""},
+		NRI: NRI{Enable: true, PluginPath: "/opt/nri/plugins", PluginConfigPath: "/etc/nri/conf.d",
+			PluginRegistrationTimeout: Duration(5 * time.Second), PluginRequestTimeout: Duration(2 * time.Second)},
 		Runtimes: map[string]Runtime{
 			"runc": {Shim: "containerd-shim-corral-v2", Runtime: "/usr/sbin/runc"},
 		},
@@ -245,5 +247,23 @@ func TestParseLogLevel(t *testing.T) {
 	}
 	if _, err := ParseLogLevel("INFO"); err == nil {
 		t.Error("INFO accepted")
+	}
+}
+
+func TestNRISocket(t *testing.T) {
+	for _, tc := range []struct {
+		nri   NRI
+		state string
+		want  string
+	}{
+		{NRI{}, "/run/corral", DefaultNRISocket},
+		{NRI{}, "/run/corral/", DefaultNRISocket},
+		{NRI{}, "/tmp/t1/state", "/tmp/t1/state/nri.sock"},
+		{NRI{SocketPath: "/run/x.sock"}, "/tmp/t1/state", "/run/x.sock"},
+		{NRI{SocketPath: "/run/x.sock", DisableConnections: true}, "/run/corral", ""},
+	} {
+		if got := tc.nri.Socket(tc.state); got != tc.want {
+			t.Errorf("%+v.Socket(%q) = %q, want %q", tc.nri, tc.state, got, tc.want)
+		}
 	}
 }

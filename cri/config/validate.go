@@ -67,6 +67,16 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	absolute("nri.socket_path", c.NRI.SocketPath, true)
+	absolute("nri.plugin_path", c.NRI.PluginPath, false)
+	absolute("nri.plugin_config_path", c.NRI.PluginConfigPath, false)
+	if c.NRI.PluginRegistrationTimeout <= 0 {
+		bad("nri.plugin_registration_timeout", "%s is not positive", c.NRI.PluginRegistrationTimeout.String())
+	}
+	if c.NRI.PluginRequestTimeout <= 0 {
+		bad("nri.plugin_request_timeout", "%s is not positive", c.NRI.PluginRequestTimeout.String())
+	}
+
 	handlers := c.Handlers()
 	for _, name := range handlers {
 		r := c.Runtimes[name]

@@ -167,6 +167,28 @@ address = {{toml .Streaming.Address}}
 # off. It has no authentication: keep it on loopback ("127.0.0.1:9338").
 address = {{toml .Metrics.Address}}
 
+[nri]
+# The Node Resource Interface: NRI plugins are told of every pod and
+# container event, in order, and may adjust a container's OCI spec before it
+# is created (github.com/containerd/nri, as in containerd and CRI-O).
+enable = {{toml .NRI.Enable}}
+# The unix socket plugins connect to. "" means /var/run/nri/nri.sock when
+# corrald runs on the default --state (/run/corral), and STATE/nri.sock on
+# any other, so that corralds side by side never share a socket.
+socket_path = {{toml .NRI.SocketPath}}
+# Plugins corrald starts itself: executables named IDX-NAME (e.g.
+# 10-logger).
+plugin_path = {{toml .NRI.PluginPath}}
+# The configuration of those plugins: IDX-NAME.conf or NAME.conf here.
+plugin_config_path = {{toml .NRI.PluginConfigPath}}
+# How long a plugin may take to register.
+plugin_registration_timeout = {{toml .NRI.PluginRegistrationTimeout}}
+# How long a plugin may take to answer each request; one that does not
+# answer in time is disconnected.
+plugin_request_timeout = {{toml .NRI.PluginRequestTimeout}}
+# true accepts no connections: only the plugins in plugin_path run.
+disable_connections = {{toml .NRI.DisableConnections}}
+
 # Runtime handlers. A pod's RuntimeClass handler (crictl runp --runtime NAME)
 # picks [runtimes.NAME]; names are lower-case letters, digits and '-'.
 # corrald starts the handler's shim once per pod.

@@ -26,6 +26,9 @@ func (s *Server) ContainerStatus(ctx context.Context, r *runtimeapi.ContainerSta
 	if err != nil {
 		return nil, err
 	}
+	if err := s.notFoundIfPending(c.ID); err != nil {
+		return nil, err
+	}
 	st := containerStatus(c)
 	st.ImageRef = s.imageRef(c)
 	// Who the process runs as and its limits are the spec's, which

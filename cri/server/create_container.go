@@ -97,6 +97,7 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 	if err := imagevolume.Record(rec.Extra, vols); err != nil {
 		return nil, err
 	}
+	defer s.pending.hold(id)()
 	// The record first: it keeps the image's layers from garbage
 	// collection, and its name index refuses a duplicate name and attempt.
 	if err := s.store.CreateContainer(rec); err != nil {
@@ -163,6 +164,10 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 	if _, rt, err := s.handler(sb.RuntimeHandler); err == nil {
 		addAnnotations(sp, rt.PassThrough(sbCfg.GetAnnotations()))
 	}
+	defer s.nri.BlockSync()()
+	if err := s.nriCreateContainer(ctx, sb, rec, sp, &undo); err != nil {
+		return nil, err
+	}
 	if err := writeSpec(bundle, sp); err != nil {
 		return nil, err
 	}
@@ -212,8 +217,10 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 	if err != nil {
 		return nil, err
 	}
+	s.pending.release(id)
 	log.Info("container created", "image", ref)
 	s.hub.publish(s.containerEvent(rec, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT))
+	s.nriPostCreateContainer(ctx, sb, rec)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
 

@@ -94,6 +94,7 @@ func (s *Server) containerExited(c metadata.Container, code int32, at time.Time,
 	if changed {
 		s.log.Info("container exited", "pod", updated.SandboxID, "container", c.ID, "exit_code", code, "reason", updated.Reason)
 		s.hub.publish(s.containerEvent(updated, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT))
+		s.nriContainerExited(updated)
 	}
 	return nil
 }

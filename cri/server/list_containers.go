@@ -13,6 +13,9 @@ import (
 func (s *Server) ListContainers(ctx context.Context, r *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
 	f := r.GetFilter()
 	cs, err := s.store.ListContainers(func(c metadata.Container) bool {
+		if s.pending.has(c.ID) {
+			return false
+		}
 		if f.GetState() != nil && criState(c.State) != f.State.State {
 			return false
 		}

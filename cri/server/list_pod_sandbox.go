@@ -13,6 +13,9 @@ import (
 func (s *Server) ListPodSandbox(ctx context.Context, r *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
 	f := r.GetFilter()
 	sbs, err := s.store.ListSandboxes(func(sb metadata.Sandbox) bool {
+		if s.pending.has(sb.ID) {
+			return false
+		}
 		if f == nil {
 			return true
 		}

@@ -21,6 +21,9 @@ func (s *Server) PodSandboxStatus(ctx context.Context, r *runtimeapi.PodSandboxS
 	if err != nil {
 		return nil, err
 	}
+	if err := s.notFoundIfPending(sb.ID); err != nil {
+		return nil, err
+	}
 	resp := &runtimeapi.PodSandboxStatusResponse{Status: s.sandboxStatus(sb)}
 	if r.GetVerbose() {
 		info, err := json.Marshal(map[string]any{

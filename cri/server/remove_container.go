@@ -42,6 +42,7 @@ func (s *Server) removeContainerLocked(ctx context.Context, c metadata.Container
 	} else if !errdefs.IsNotFound(err) {
 		return err
 	}
+	s.nriRemoveContainer(ctx, c)
 	bundle := s.paths.containerBundle(c.ID)
 	// The shim unmounts the rootfs on delete; a shim that died did not.
 	if err := unmountIfMounted(filepath.Join(bundle, "rootfs")); err != nil {

@@ -37,6 +37,7 @@ func (s *Server) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodSa
 			return nil, fmt.Errorf("remove container %s: %w", c.ID, err)
 		}
 	}
+	s.nriRemovePodSandbox(ctx, sb)
 	if err := s.deleteTask(ctx, sb, id, s.paths.sandboxBundle(id)); err != nil {
 		return nil, err
 	}

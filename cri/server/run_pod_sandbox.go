@@ -71,6 +71,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 		return nil, err
 	}
 	defer unlock()
+	defer s.pending.hold(id)()
 	// The record first: its name index is what refuses a second pod of the
 	// same name, namespace, uid and attempt, even under concurrency.
 	if err := s.store.CreateSandbox(rec); err != nil {
@@ -205,6 +206,11 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 		return nil, err
 	}
 
+	rec.PID, rec.IPs = created.Pid, podIPs
+	defer s.nri.BlockSync()()
+	if err := s.nriRunPodSandbox(ctx, rec, &undo); err != nil {
+		return nil, err
+	}
 	if _, err := s.store.UpdateSandbox(id, func(sb *metadata.Sandbox) error {
 		sb.State = metadata.SandboxReady
 		sb.ShimAddress = sh.Address
@@ -221,6 +227,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 	}); err != nil {
 		return nil, err
 	}
+	s.pending.release(id)
 	log.Info("pod ready", "pid", created.Pid, "handler", handler, "shim", sh.Binary, "shim_pid", conn.ShimPid, "ips", podIPs)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
 }

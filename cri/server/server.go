@@ -20,6 +20,7 @@ import (
 	"github.com/corral-runtime/corral/cri/image"
 	"github.com/corral-runtime/corral/cri/metrics"
 	"github.com/corral-runtime/corral/cri/network"
+	"github.com/corral-runtime/corral/cri/nri"
 	"github.com/corral-runtime/corral/cri/shimclient"
 	"github.com/corral-runtime/corral/cri/spec"
 	"github.com/corral-runtime/corral/cri/streaming"
@@ -108,6 +109,10 @@ type Server struct {
 	cgroups    cgroup.Node
 	cpu        cpuSamples
 	stopping   chan struct{}
+	// nri relays events to NRI plugins; nil when NRI is off.
+	nri *nri.NRI
+	// pending are the pods and containers being created, not yet shown.
+	pending pendingSet
 
 	mu sync.Mutex
 	// podCIDR is what the kubelet last sent in UpdateRuntimeConfig. It is
@@ -160,6 +165,11 @@ func New(cfg *config.Config, store *metadata.Store, opts Options) (*Server, erro
 	if s.shutdownTimeout <= 0 {
 		s.shutdownTimeout = DefaultShutdownTimeout
 	}
+	n, err := s.newNRI()
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	s.nri = n
 	unary := []grpc.UnaryServerInterceptor{s.unaryInterceptor}
 	stream := []grpc.StreamServerInterceptor{s.streamInterceptor}
 	if s.metrics != nil {
@@ -203,6 +213,10 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		}
 		defer stopDebug()
 		s.recover(ctx)
+		if err := s.nri.Start(ctx); err != nil {
+			return err
+		}
+		defer s.nri.Stop()
 	}
 	defer s.shims.closeAll()
 	stopStreaming, err := s.serveStreaming(ctx)

@@ -30,6 +30,9 @@ func (s *Server) StartContainer(ctx context.Context, r *runtimeapi.StartContaine
 	if err != nil {
 		return nil, err
 	}
+	if err := s.nriStartContainer(ctx, sb, c); err != nil {
+		return nil, err
+	}
 	// Taken before the start: a process that exits at once must not look
 	// as if it finished before it started.
 	startedAt := time.Now()
@@ -44,6 +47,7 @@ func (s *Server) StartContainer(ctx context.Context, r *runtimeapi.StartContaine
 			rec.FinishedAt = time.Now()
 			return nil
 		})
+		s.nriStopContainer(context.WithoutCancel(ctx), id)
 		return nil, fmt.Errorf("start container %s: %w", id, err)
 	}
 	updated, err := s.store.UpdateContainer(id, func(rec *metadata.Container) error {
@@ -60,5 +64,6 @@ func (s *Server) StartContainer(ctx context.Context, r *runtimeapi.StartContaine
 	}
 	s.log.Info("container started", "pod", c.SandboxID, "container", id)
 	s.hub.publish(s.containerEvent(updated, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT))
+	s.nriPostStartContainer(ctx, sb, updated)
 	return &runtimeapi.StartContainerResponse{}, nil
 }

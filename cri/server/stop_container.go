@@ -38,6 +38,7 @@ func (s *Server) StopContainer(ctx context.Context, r *runtimeapi.StopContainerR
 	if err := s.stopContainerLocked(context.WithoutCancel(ctx), c, time.Duration(r.GetTimeout())*time.Second); err != nil {
 		return nil, err
 	}
+	s.nriStopContainer(context.WithoutCancel(ctx), c.ID)
 	return &runtimeapi.StopContainerResponse{}, nil
 }
 

@@ -46,6 +46,7 @@ func (s *Server) stopSandbox(ctx context.Context, sb metadata.Sandbox) error {
 		if err := s.stopContainerLocked(ctx, c, 0); err != nil {
 			return fmt.Errorf("stop container %s: %w", c.ID, err)
 		}
+		s.nriStopContainer(ctx, c.ID)
 	}
 	if sb.ShimAddress != "" {
 		sh, err := s.podShim(ctx, sb.ID, sb.ShimAddress)
@@ -64,6 +65,7 @@ func (s *Server) stopSandbox(ctx context.Context, sb metadata.Sandbox) error {
 			}
 		}
 	}
+	s.nriStopPodSandbox(ctx, sb)
 	// The paths are derived from the ID, not read from the record: a
 	// RunPodSandbox cut short by a crash made them before it could record
 	// them.

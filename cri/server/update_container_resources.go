@@ -38,6 +38,9 @@ func (s *Server) UpdateContainerResources(ctx context.Context, r *runtimeapi.Upd
 	if err != nil {
 		return nil, err
 	}
+	if res, err = s.nriUpdateContainer(ctx, c, res); err != nil {
+		return nil, err
+	}
 	raw, err := json.Marshal(res)
 	if err != nil {
 		return nil, err
@@ -61,6 +64,7 @@ func (s *Server) UpdateContainerResources(ctx context.Context, r *runtimeapi.Upd
 		return nil, fmt.Errorf("container %s: its limits changed, but recording them failed: %w", c.ID, err)
 	}
 	s.log.Info("container resources updated", "pod", c.SandboxID, "container", c.ID)
+	s.nriPostUpdateContainer(ctx, c)
 	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
 }
 
