@@ -53,7 +53,8 @@ FUZZ_TARGETS := \
 	./shim:FuzzCRILogTerminal \
 	./metadata:FuzzDecode \
 	./metadata:FuzzStoredRecord \
-	./metadata:FuzzOpen
+	./metadata:FuzzOpen \
+	./cri/imagevolume:FuzzSubPath
 # A count, not a duration: go1.26's fuzz coordinator can fail a run with a bare
 # "context deadline exceeded" when a -fuzztime duration ends on a loaded
 # machine (golang/go#75804, fixed in go1.27); a count has no deadline.
