@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/corral-runtime/corral/metadata"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -79,4 +81,44 @@ func TestHostPortTeardownWithoutCache(t *testing.T) {
 		t.Errorf("left after removing the pod: %v", left)
 	}
 	e.checkNoLeaks(t)
+}
+
+// TestCorraldSettlesDeadShim: a pod's shim killed with SIGKILL leaves its
+// containers' processes running, reparented, with no one to report their
+// exit. The chaos suite found such a container reported EXITED while its
+// process ran on. Whether corrald is running when the shim dies or learns
+// it at its next start, the containers must be reported exited, their
+// processes killed, the pod not ready, and its removal must leave nothing.
+func TestCorraldSettlesDeadShim(t *testing.T) {
+	for _, whileDown := range []bool{false, true} {
+		name := "while corrald runs"
+		if whileDown {
+			name = "while corrald is down"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newPodEnv(t)
+			cfg := e.podConfig("dead-shim")
+			podID := e.runPod(t, cfg)
+			ctr, pid := e.runContainer(t, podID, cfg, e.containerConfig("app", "sleep", "100000"))
+			shim := e.waitShims(t, 1)[0]
+			if whileDown {
+				e.killDaemon(t)
+			}
+			killProcess(shim.pid)
+			waitGone(t, shim.pid, 10*time.Second)
+			if whileDown {
+				e.restart(t)
+			}
+			waitUntil(t, 30*time.Second, "the container is exited and its process gone", func() (bool, string) {
+				st, _ := e.containerStatus(t, ctr)
+				return st.State == runtimeapi.ContainerState_CONTAINER_EXITED && !processAlive(pid),
+					fmt.Sprintf("state %s, process %d alive %v", st.State, pid, processAlive(pid))
+			})
+			if st, _ := e.podStatus(t, podID); st.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+				t.Errorf("the pod of the dead shim is %s, want NOTREADY", st.State)
+			}
+			e.removePod(t, podID)
+			e.checkNoLeaks(t)
+		})
+	}
 }

@@ -87,12 +87,7 @@ func (s *Server) recoverPod(ctx context.Context, sb metadata.Sandbox) {
 	if err != nil {
 		log.Warn("recover: the pod's shim is gone", "error", err)
 		s.metrics.RecoveredPod(metrics.RecoveredShimGone)
-		for _, c := range cs {
-			if c.State == metadata.ContainerRunning || c.State == metadata.ContainerCreated {
-				s.containerExited(c, 255, time.Now(), "Unknown")
-			}
-		}
-		s.taskExited(ctx, sb.ID, 255, time.Now())
+		s.shimGone(ctx, sb)
 		return
 	}
 	s.metrics.RecoveredPod(metrics.RecoveredReconnected)

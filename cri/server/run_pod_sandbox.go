@@ -181,6 +181,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 		return nil, shimStartError(handler, err)
 	}
 	s.shims.set(id, sh)
+	s.watchShim(id, sh)
 	undo = append(undo, func() {
 		sh.Task.Shutdown(bg, &taskapi.ShutdownRequest{ID: id})
 		s.shims.drop(id)

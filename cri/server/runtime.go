@@ -111,6 +111,7 @@ func (s *Server) podShim(ctx context.Context, podID, address string) (*shimclien
 		return nil, fmt.Errorf("pod %s: shim: %w", podID, err)
 	}
 	s.shims.set(podID, sh)
+	s.watchShim(podID, sh)
 	return sh, nil
 }
 
