@@ -141,6 +141,18 @@ bench: build $(BIN)/crictl $(BIN)/critest
 bench-go:
 	$(GO) test -count=1 -run '^$$' -bench . -benchmem ./cri/spec/ ./metadata/ ./cri/network/ ./shim/
 
+# chaos: the chaos suite (integration/chaos) on its own: a seeded workload
+# from CLIENTS clients with faults injected, ROUNDS rounds, invariants
+# checked against the host after each. `make integration` runs a short
+# version (3 rounds, seed 1). Needs root; run it alone.
+SEED    ?= $(shell date +%s)
+ROUNDS  ?= 20
+CLIENTS ?= 3
+.PHONY: chaos
+chaos: build
+	CORRAL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 0 -v -run '^TestChaos$$' ./integration/chaos/ \
+		-args -seed $(SEED) -rounds $(ROUNDS) -clients $(CLIENTS)
+
 bench-shim: build
 	CORRAL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^$$' -bench ShimFootprint -benchtime 1x ./integration/
 
