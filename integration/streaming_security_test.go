@@ -15,8 +15,8 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// tokenTTL is how long a streaming URL lives: the cache of
-// k8s.io/cri-streaming keeps a token for a minute.
+// tokenTTL is how long a streaming URL lives: cri/streaming keeps a token
+// for a minute, as the kubelet's streaming server does.
 const tokenTTL = time.Minute
 
 // TestStreamingServerConfined: the streaming server behind Exec, Attach

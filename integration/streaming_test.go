@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -22,10 +23,15 @@ import (
 
 // Issue 7's streaming acceptance: exec, attach and port-forward through
 // corrald's streaming server, driven by crictl as a user runs it (SPDY,
-// what the kubelet proxies), and by a WebSocket client of the channel
-// protocol v4, the WebSocket protocol the Kubernetes streaming server
-// speaks. (crictl's own --transport websocket asks for v5, which that
-// server does not offer.)
+// what the kubelet proxies) and over WebSocket (crictl --transport
+// websocket: remote command v5, and SPDY tunnelled in a WebSocket for
+// port-forward, what kubectl speaks to an API server), and by a WebSocket
+// client of the channel protocol v4.
+
+// transports are crictl's stream transports: SPDY, and WebSocket (remote
+// command v5 for exec and attach, SPDY tunnelled in a WebSocket for
+// port-forward).
+var transports = []string{"spdy", "websocket"}
 
 // crictlIn runs crictl with stdin and returns stdout, stderr (without
 // crictl's own warnings) and its exit code.
@@ -81,29 +87,36 @@ func TestStreamingExec(t *testing.T) {
 	podID := e.runPod(t, pod)
 	cid, _ := e.runContainer(t, podID, pod, e.containerConfig("app", "sleep", "1000"))
 
-	out, errOut, code := e.crictlIn(t, "hello\n", "exec", "-i", cid,
-		"sh", "-c", `read x; echo "got $x"; echo oops >&2; exit 3`)
-	if out != "got hello\n" || !strings.HasPrefix(errOut, "oops\n") || !strings.Contains(errOut, "exit code 3") || code == 0 {
-		t.Errorf("exec -i: stdout %q stderr %q exit %d; want %q, %q and exit code 3", out, errOut, code, "got hello\n", "oops\n")
-	}
-	// Input to its end: cat sees EOF when the client's stdin ends.
-	out, _, code = e.crictlIn(t, "a\nb\n", "exec", "-i", cid, "cat")
-	if out != "a\nb\n" || code != 0 {
-		t.Errorf("exec -i cat: %q exit %d", out, code)
-	}
-	out, _, code = e.crictlIn(t, "", "exec", cid, "echo", "plain")
-	if out != "plain\n" || code != 0 {
-		t.Errorf("exec echo: %q exit %d", out, code)
-	}
+	// crictl over both transports: SPDY (what the kubelet speaks) and
+	// WebSocket (remote command v5, what kubectl speaks to an API server).
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			exec := []string{"exec", "--transport", tr}
+			out, errOut, code := e.crictlIn(t, "hello\n", append(exec, "-i", cid,
+				"sh", "-c", `read x; echo "got $x"; echo oops >&2; exit 3`)...)
+			if out != "got hello\n" || !strings.HasPrefix(errOut, "oops\n") || !strings.Contains(errOut, "exit code 3") || code == 0 {
+				t.Errorf("exec -i: stdout %q stderr %q exit %d; want %q, %q and exit code 3", out, errOut, code, "got hello\n", "oops\n")
+			}
+			// Input to its end: cat sees EOF when the client's stdin ends.
+			out, _, code = e.crictlIn(t, "a\nb\n", append(exec, "-i", cid, "cat")...)
+			if out != "a\nb\n" || code != 0 {
+				t.Errorf("exec -i cat: %q exit %d", out, code)
+			}
+			out, _, code = e.crictlIn(t, "", append(exec, cid, "echo", "plain")...)
+			if out != "plain\n" || code != 0 {
+				t.Errorf("exec echo: %q exit %d", out, code)
+			}
 
-	// A terminal: the command sees a tty of the client's size, and what is
-	// typed.
-	shown := e.crictlTTY(t, "typed\n", "stty rows 45 cols 123; ", "exec", "-it", cid, "sh", "-c",
-		`tty; i=0; until s=$(stty size) && [ -n "$s" ] && [ "$s" != "0 0" ] || [ $i -gt 100 ]; do sleep 0.05; i=$((i+1)); done; echo "size $s"; read x; echo "got $x"`)
-	for _, want := range []string{"/dev/pts/", "size 45 123\n", "got typed\n"} {
-		if !strings.Contains(shown, want) {
-			t.Errorf("exec -it showed %q, which lacks %q", shown, want)
-		}
+			// A terminal: the command sees a tty of the client's size, and
+			// what is typed.
+			shown := e.crictlTTY(t, "typed\n", "stty rows 45 cols 123; ", append(exec, "-it", cid, "sh", "-c",
+				`tty; i=0; until s=$(stty size) && [ -n "$s" ] && [ "$s" != "0 0" ] || [ $i -gt 100 ]; do sleep 0.05; i=$((i+1)); done; echo "size $s"; read x; echo "got $x"`)...)
+			for _, want := range []string{"/dev/pts/", "size 45 123\n", "got typed\n"} {
+				if !strings.Contains(shown, want) {
+					t.Errorf("exec -it showed %q, which lacks %q", shown, want)
+				}
+			}
+		})
 	}
 
 	// WebSocket: stdin, both outputs, the exit code in the status.
@@ -125,7 +138,7 @@ func TestStreamingExec(t *testing.T) {
 	}
 
 	// A command that does not exist, and a container that does not run.
-	_, errOut, code = e.crictlIn(t, "", "exec", cid, "no-such-command")
+	_, errOut, code := e.crictlIn(t, "", "exec", cid, "no-such-command")
 	if code == 0 || !strings.Contains(errOut, "no-such-command") {
 		t.Errorf("exec of a missing command: exit %d, stderr %q", code, errOut)
 	}
@@ -139,29 +152,86 @@ func TestStreamingExec(t *testing.T) {
 	e.removePod(t, podID)
 }
 
+// TestStreamingClientGone: a client that goes away mid-exec (killed, its
+// connection dropped) takes its command with it, whichever transport it
+// used: nothing is left running in the container for nobody.
+func TestStreamingClientGone(t *testing.T) {
+	e := newPodEnv(t)
+	pod := e.podConfig("exec-gone")
+	podID := e.runPod(t, pod)
+	cid, _ := e.runContainer(t, podID, pod, e.containerConfig("app", "sleep", "1000"))
+	for i, tr := range transports {
+		// A distinct argument finds the command among the host's processes.
+		arg := strconv.Itoa(7300 + i)
+		ep := "unix://" + e.d.socket
+		cmd := exec.Command(crictlBinary(t), "--runtime-endpoint", ep, "exec", "--transport", tr, cid, "sh", "-c", "echo started; exec sleep "+arg)
+		var out syncBuffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, 30*time.Second, "the exec started", func() (bool, string) {
+			return strings.Contains(out.String(), "started"), out.String()
+		})
+		if n := len(hostProcesses(t, "sleep", arg)); n != 1 {
+			t.Fatalf("%s: %d processes run sleep %s, want 1", tr, n, arg)
+		}
+		syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+		waitUntil(t, 30*time.Second, "the command of a client gone over "+tr+" ends", func() (bool, string) {
+			pids := hostProcesses(t, "sleep", arg)
+			return len(pids) == 0, fmt.Sprintf("sleep %s still runs as %v", arg, pids)
+		})
+	}
+	e.removePod(t, podID)
+}
+
+// hostProcesses returns the pids whose command line is exactly args.
+func hostProcesses(t *testing.T, args ...string) []int {
+	t.Helper()
+	want := strings.Join(args, "\x00") + "\x00"
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile("/proc/" + ent.Name() + "/cmdline"); err == nil && string(b) == want {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
 func TestStreamingAttach(t *testing.T) {
 	e := newPodEnv(t)
 	pod := e.podConfig("attach")
 	podID := e.runPod(t, pod)
-	cfg := e.containerConfig("echo", "sh", "-c", `while read line; do echo "echo: $line"; echo "err: $line" >&2; done; echo bye`)
-	cfg.Stdin, cfg.StdinOnce = true, true
-	cid, _ := e.runContainer(t, podID, pod, cfg)
-	out, errOut, code := e.crictlIn(t, "hello\nworld\n", "attach", "-i", cid)
-	if code != 0 || out != "echo: hello\necho: world\nbye\n" || errOut != "err: hello\nerr: world\n" {
-		t.Errorf("attach: exit %d stdout %q stderr %q", code, out, errOut)
-	}
-	// The log has every line too: attach takes none away.
-	st := e.waitContainer(t, cid, runtimeapi.ContainerState_CONTAINER_EXITED, 30*time.Second)
-	texts := map[string]string{}
-	for _, r := range readCRILog(t, st.LogPath) {
-		texts[r.stream] += r.text + "|"
-	}
-	if texts["stdout"] != "echo: hello|echo: world|bye|" || texts["stderr"] != "err: hello|err: world|" {
-		t.Errorf("log stdout %q stderr %q", texts["stdout"], texts["stderr"])
+	for _, tr := range transports {
+		cfg := e.containerConfig("echo-"+tr, "sh", "-c", `while read line; do echo "echo: $line"; echo "err: $line" >&2; done; echo bye`)
+		cfg.Stdin, cfg.StdinOnce = true, true
+		cid, _ := e.runContainer(t, podID, pod, cfg)
+		out, errOut, code := e.crictlIn(t, "hello\nworld\n", "attach", "--transport", tr, "-i", cid)
+		if code != 0 || out != "echo: hello\necho: world\nbye\n" || errOut != "err: hello\nerr: world\n" {
+			t.Errorf("attach over %s: exit %d stdout %q stderr %q", tr, code, out, errOut)
+		}
+		// The log has every line too: attach takes none away.
+		st := e.waitContainer(t, cid, runtimeapi.ContainerState_CONTAINER_EXITED, 30*time.Second)
+		texts := map[string]string{}
+		for _, r := range readCRILog(t, st.LogPath) {
+			texts[r.stream] += r.text + "|"
+		}
+		if texts["stdout"] != "echo: hello|echo: world|bye|" || texts["stderr"] != "err: hello|err: world|" {
+			t.Errorf("log after attach over %s: stdout %q stderr %q", tr, texts["stdout"], texts["stderr"])
+		}
 	}
 
 	// WebSocket, twice to one container: stdin stays open between attaches.
-	cfg = e.containerConfig("echo-ws", "sh", "-c", `while read line; do echo "echo: $line"; done`)
+	cfg := e.containerConfig("echo-ws", "sh", "-c", `while read line; do echo "echo: $line"; done`)
 	cfg.Stdin = true
 	wid, _ := e.runContainer(t, podID, pod, cfg)
 	for _, word := range []string{"first", "second"} {
@@ -179,12 +249,14 @@ func TestStreamingAttach(t *testing.T) {
 
 	// A TTY container: the attach gets the terminal's output, and input
 	// reaches the process.
-	cfg = e.containerConfig("tty", "sh", "-c", `read x; echo "got $x"`)
-	cfg.Stdin, cfg.StdinOnce, cfg.Tty = true, true, true
-	cid, _ = e.runContainer(t, podID, pod, cfg)
-	shown := e.crictlTTY(t, "typed\n", "", "attach", "-it", cid)
-	if !strings.Contains(shown, "got typed") {
-		t.Errorf("attach -it showed %q", shown)
+	for _, tr := range transports {
+		cfg = e.containerConfig("tty-"+tr, "sh", "-c", `read x; echo "got $x"`)
+		cfg.Stdin, cfg.StdinOnce, cfg.Tty = true, true, true
+		cid, _ := e.runContainer(t, podID, pod, cfg)
+		shown := e.crictlTTY(t, "typed\n", "", "attach", "--transport", tr, "-it", cid)
+		if !strings.Contains(shown, "got typed") {
+			t.Errorf("attach -it over %s showed %q", tr, shown)
+		}
 	}
 
 	// Attach with stdin to a container made without: InvalidArgument.
@@ -198,11 +270,11 @@ func TestStreamingAttach(t *testing.T) {
 
 // portForward runs crictl port-forward to pod's port on a free local port
 // and returns that port once it accepts connections.
-func (e *podEnv) portForward(t *testing.T, podID string, port int) int {
+func (e *podEnv) portForward(t *testing.T, transport, podID string, port int) int {
 	t.Helper()
 	local := freePort(t)
 	ep := "unix://" + e.d.socket
-	cmd := exec.Command(crictlBinary(t), "--runtime-endpoint", ep, "port-forward", podID, fmt.Sprintf("%d:%d", local, port))
+	cmd := exec.Command(crictlBinary(t), "--runtime-endpoint", ep, "port-forward", "--transport", transport, podID, fmt.Sprintf("%d:%d", local, port))
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -244,11 +316,13 @@ func TestStreamingPortForward(t *testing.T) {
 	pod := e.podConfig("pf")
 	podID := e.runPod(t, pod)
 	e.runContainer(t, podID, pod, e.containerConfig("httpd", httpd(8080, "hello-from-the-pod")...))
-	local := e.portForward(t, podID, 8080)
-	// Several requests, each its own stream.
-	for range 3 {
-		if got := httpGet(t, local); got != "hello-from-the-pod\n" {
-			t.Errorf("page %q", got)
+	for _, tr := range transports {
+		local := e.portForward(t, tr, podID, 8080)
+		// Several requests, each its own stream.
+		for range 3 {
+			if got := httpGet(t, local); got != "hello-from-the-pod\n" {
+				t.Errorf("page over %s: %q", tr, got)
+			}
 		}
 	}
 	// WebSocket: channel 0 carries the data, 1 the errors; each starts
@@ -272,7 +346,7 @@ func TestStreamingPortForward(t *testing.T) {
 	hcfg := e.containerConfig("httpd", httpd(hostPort, "hello-from-the-host-network")...)
 	hcfg.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
 	e.runContainer(t, hpodID, hpod, hcfg)
-	local = e.portForward(t, hpodID, hostPort)
+	local := e.portForward(t, "spdy", hpodID, hostPort)
 	if got := httpGet(t, local); got != "hello-from-the-host-network\n" {
 		t.Errorf("hostNetwork page %q", got)
 	}

@@ -351,7 +351,7 @@ var errNoImages = fmt.Errorf("image service: %w", errdefs.ErrNotImplemented)
 // serveStreaming binds [streaming] address and serves exec, attach and
 // port-forward streams until the returned function is called.
 func (s *Server) serveStreaming(ctx context.Context) (func(), error) {
-	st, err := streaming.Listen(s.cfg.Streaming.Address, streamRuntime{s})
+	st, err := streaming.Listen(s.cfg.Streaming.Address, streamRuntime{s}, s.log.With("component", "streaming"))
 	if err != nil {
 		return nil, err
 	}
