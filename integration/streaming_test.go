@@ -170,12 +170,9 @@ func TestStreamingClientGone(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, 30*time.Second, "the exec started", func() (bool, string) {
-			return strings.Contains(out.String(), "started"), out.String()
+		waitUntil(t, 30*time.Second, "the exec over "+tr+" runs sleep "+arg, func() (bool, string) {
+			return strings.Contains(out.String(), "started") && len(hostProcesses(t, "sleep", arg)) == 1, out.String()
 		})
-		if n := len(hostProcesses(t, "sleep", arg)); n != 1 {
-			t.Fatalf("%s: %d processes run sleep %s, want 1", tr, n, arg)
-		}
 		syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
 		cmd.Wait()
 		waitUntil(t, 30*time.Second, "the command of a client gone over "+tr+" ends", func() (bool, string) {
