@@ -2,9 +2,11 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"runtime/debug"
+	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
@@ -75,6 +77,11 @@ func toStatus(method string, err error) error {
 			return status.Errorf(codes.Unimplemented, "%s: not implemented yet in corrald", name)
 		}
 		return err
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		// A full disk is no mystery: the kubelet and a person can act on
+		// it (free space, evict), and it passes.
+		return status.Errorf(codes.ResourceExhausted, "%v (the file system is full: free space under corrald's --root or --state)", err)
 	}
 	err = errgrpc.ToGRPC(err)
 	if _, ok := status.FromError(err); !ok {

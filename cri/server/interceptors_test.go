@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -174,6 +176,10 @@ func TestToStatus(t *testing.T) {
 	own := status.Error(codes.Unimplemented, "checkpointing needs CRIU, which is not installed")
 	if got := toStatus("/runtime.v1.RuntimeService/CheckpointContainer", own); got.Error() != own.Error() {
 		t.Errorf("a handler's own Unimplemented message was changed to %v", got)
+	}
+	full := fmt.Errorf("write pod files: %w", &os.PathError{Op: "write", Path: "/var/lib/corral/x", Err: syscall.ENOSPC})
+	if got := status.Convert(toStatus("/runtime.v1.RuntimeService/RunPodSandbox", full)); got.Code() != codes.ResourceExhausted || !strings.Contains(got.Message(), "full") {
+		t.Errorf("a full disk became %s %q, want ResourceExhausted saying so", got.Code(), got.Message())
 	}
 	stub := status.Error(codes.Unimplemented, "method ExecSync not implemented")
 	if got := toStatus("/runtime.v1.RuntimeService/ExecSync", stub); status.Convert(got).Message() != "ExecSync: not implemented yet in corrald" {
