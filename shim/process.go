@@ -114,6 +114,7 @@ type container struct {
 	ioGID   int
 	init    *process
 	cgroup  string // memory cgroup dir, for OOM notification and stats
+	ownPID  bool   // init is PID 1 of a PID namespace of the container's own
 
 	mu    sync.Mutex
 	execs map[string]*process

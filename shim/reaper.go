@@ -25,6 +25,10 @@ type Exit struct {
 // ProcessMonitor: a command's exit goes back to the go-runc call that started
 // it, every other exit goes to the handler.
 type Reaper struct {
+	// reaping is held from each wait4 until its exit is handed on, so a
+	// caller of Hold sees every pid either alive (or a zombie) or already
+	// reported: never reaped and about to be reused unannounced.
+	reaping  sync.Mutex
 	mu       sync.Mutex
 	commands map[int]chan runc.Exit
 	handler  func(Exit)
@@ -65,9 +69,27 @@ func (r *Reaper) Wait(c *exec.Cmd, ch chan runc.Exit) (int, error) {
 	return e.Status, nil
 }
 
+// Hold runs fn while no child is reaped: a pid fn finds still registered
+// as a running process cannot be reaped and handed to another process
+// meanwhile, so fn may signal it.
+func (r *Reaper) Hold(fn func()) {
+	r.reaping.Lock()
+	defer r.reaping.Unlock()
+	fn()
+}
+
 // Reap collects every child that has exited. Call it on each SIGCHLD; one
 // signal may stand for several exits.
 func (r *Reaper) Reap() {
+	for r.reapOne() {
+	}
+}
+
+// reapOne reaps one exited child and hands its exit on; false when there
+// was none.
+func (r *Reaper) reapOne() bool {
+	r.reaping.Lock()
+	defer r.reaping.Unlock()
 	for {
 		var ws unix.WaitStatus
 		var ru unix.Rusage
@@ -76,7 +98,7 @@ func (r *Reaper) Reap() {
 			continue
 		}
 		if err != nil || pid <= 0 {
-			return
+			return false
 		}
 		e := Exit{Pid: pid, Status: exitStatus(ws), At: time.Now()}
 		r.mu.Lock()
@@ -88,11 +110,12 @@ func (r *Reaper) Reap() {
 		if ok {
 			ch <- runc.Exit{Pid: pid, Status: e.Status, Timestamp: e.At}
 			close(ch)
-			continue
+			return true
 		}
 		if r.handler != nil {
 			r.handler(e)
 		}
+		return true
 	}
 }
 

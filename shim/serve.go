@@ -60,6 +60,7 @@ func Serve(ctx context.Context, cfg Config) error {
 
 	svc := NewService(ctx, cfg, log, publisher, cancel)
 	reaper := NewReaper(svc.HandleExit)
+	svc.reaper = reaper
 	// go-runc learns exits only through this package variable; the shim is
 	// the one user of go-runc in its process, so setting it once is safe.
 	runc.Monitor = reaper

@@ -842,3 +842,73 @@ func TestServiceRuntimeMissing(t *testing.T) {
 		t.Errorf("Pids = %v, want the runtime's failure", err)
 	}
 }
+
+// TestServiceKillInit signals a running init process directly, without the
+// runtime (whose command here is /bin/false, so any use of it fails), and
+// reports NotFound once the process has been reaped.
+func TestServiceKillInit(t *testing.T) {
+	s, _ := newTestService(t)
+	reaper := NewReaper(s.HandleExit)
+	s.reaper = reaper
+	c := addContainer(t, s, "c1", stateRunning, &runc.Runc{Command: "/bin/false"})
+	c.ownPID = true
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	c.init.pid = pid
+	s.registerPid(pid, c.init)
+
+	if _, err := s.Kill(t.Context(), &taskapi.KillRequest{ID: "c1", Signal: uint32(unix.SIGKILL), All: true}); err != nil {
+		t.Fatalf("Kill: %v", err)
+	}
+	// The exit reaches the service through the reaper, as SIGCHLD would.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		reaper.Reap()
+		if st, _, _, _ := c.init.snapshot(); st == stateStopped {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the killed process was not reaped")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, _, status, _ := c.init.snapshot(); status != 128+int(unix.SIGKILL) {
+		t.Errorf("exit status %d, want %d", status, 128+int(unix.SIGKILL))
+	}
+	_, err := s.Kill(t.Context(), &taskapi.KillRequest{ID: "c1", Signal: uint32(unix.SIGTERM)})
+	if !errdefs.IsNotFound(err) {
+		t.Errorf("Kill after the exit: %v, want NotFound", err)
+	}
+
+	// SIGTERM to every process of a container sharing a PID namespace is
+	// the runtime's job: here it fails, which shows it was asked.
+	c2 := addContainer(t, s, "c2", stateRunning, &runc.Runc{Command: "/bin/false"})
+	c2.init.pid = 1 << 22 // never signalled: the runtime is asked instead
+	s.registerPid(c2.init.pid, c2.init)
+	if _, err := s.Kill(t.Context(), &taskapi.KillRequest{ID: "c2", Signal: uint32(unix.SIGTERM), All: true}); err == nil {
+		t.Error("Kill -a SIGTERM did not go through the runtime")
+	}
+}
+
+func TestOwnPIDNamespace(t *testing.T) {
+	for _, tc := range []struct {
+		json string
+		want bool
+	}{
+		{`{"linux":{"namespaces":[{"type":"network","path":"/run/netns/x"},{"type":"pid"}]}}`, true},
+		{`{"linux":{"namespaces":[{"type":"pid","path":"/proc/42/ns/pid"}]}}`, false},
+		{`{"linux":{"namespaces":[{"type":"ipc"}]}}`, false},
+		{`{}`, false},
+	} {
+		var b bundleSpec
+		if err := json.Unmarshal([]byte(tc.json), &b); err != nil {
+			t.Fatal(err)
+		}
+		if got := b.ownPIDNamespace(); got != tc.want {
+			t.Errorf("%s: ownPIDNamespace = %v, want %v", tc.json, got, tc.want)
+		}
+	}
+}
