@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"time"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
@@ -15,8 +16,9 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// StopPodSandbox stops every container of the pod, then its pause process,
-// and releases its network namespace and /dev/shm. Stopping a stopped pod
+// StopPodSandbox stops every container of the pod and its pause process
+// while CNI tears its network down, then releases its network namespace
+// and /dev/shm. Stopping a stopped pod
 // does nothing.
 func (s *Server) StopPodSandbox(ctx context.Context, r *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
 	sb, unlock, err := s.lockSandbox(ctx, r.GetPodSandboxId())
@@ -42,39 +44,54 @@ func (s *Server) stopSandbox(ctx context.Context, sb metadata.Sandbox) error {
 	if err != nil {
 		return err
 	}
-	for _, c := range cs {
-		if err := s.stopContainerLocked(ctx, c, 0); err != nil {
-			return fmt.Errorf("stop container %s: %w", c.ID, err)
-		}
-		s.nriStopContainer(ctx, c.ID)
-	}
-	if sb.ShimAddress != "" {
-		sh, err := s.podShim(ctx, sb.ID, sb.ShimAddress)
-		switch {
-		case errdefs.IsNotFound(err):
-			// The shim is gone, and the pause process with it.
-		case err != nil:
-			return err
-		default:
-			st, err := sh.Task.State(ctx, &taskapi.StateRequest{ID: sb.ID})
-			if err == nil && st.Status.String() != "STOPPED" {
-				sh.Task.Kill(ctx, &taskapi.KillRequest{ID: sb.ID, Signal: uint32(unix.SIGKILL), All: true})
-				if _, ok := waitTask(ctx, sh, sb.ID, 10*time.Second); !ok {
-					return fmt.Errorf("pause process of pod %s did not exit after SIGKILL: %w", sb.ID, errdefs.ErrUnavailable)
-				}
-			}
-		}
-	}
-	s.nriStopPodSandbox(ctx, sb)
 	// The paths are derived from the ID, not read from the record: a
 	// RunPodSandbox cut short by a crash made them before it could record
 	// them.
 	nsPath := filepath.Join(s.paths.netnsDir(), sb.ID)
+	if sb.ShimAddress != "" {
+		// One connection for the stops below; a dead shim is each one's
+		// to handle.
+		_, _ = s.podShim(ctx, sb.ID, sb.ShimAddress)
+	}
+	// The containers, the pause process and the network all go at once:
+	// every kill in a pod stop is SIGKILL, with no grace period to wait
+	// out in turn, and the plugins need only the namespace, which stays
+	// until all three are done. NRI plugins, when there are any, are told
+	// the pod stopped before its network goes, as containerd does.
+	errs := make([]error, len(cs)+2)
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Go(func() {
+			if err := s.stopContainerLocked(ctx, c, 0); err != nil {
+				errs[i] = fmt.Errorf("stop container %s: %w", c.ID, err)
+				return
+			}
+			s.nriStopContainer(ctx, c.ID)
+		})
+	}
+	wg.Go(func() { errs[len(cs)] = s.stopPause(ctx, sb) })
+	teardown := func() {}
 	if cfg := sandboxConfig(sb); s.net != nil && cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() != runtimeapi.NamespaceMode_NODE {
-		// Idempotent: a pod never set up, or torn down before, is fine.
-		if err := s.cniTeardown(ctx, networkPod(sb.ID, cfg, nsPath)); err != nil {
-			return fmt.Errorf("pod network teardown: %w", err)
+		teardown = func() {
+			// Idempotent: a pod never set up, or torn down before, is fine.
+			if err := s.cniTeardown(ctx, networkPod(sb.ID, cfg, nsPath)); err != nil {
+				errs[len(cs)+1] = fmt.Errorf("pod network teardown: %w", err)
+			}
 		}
+	}
+	if s.nri == nil {
+		wg.Go(teardown)
+	}
+	wg.Wait()
+	if s.nri != nil {
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+		s.nriStopPodSandbox(ctx, sb)
+		teardown()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	if err := netns.Remove(nsPath); err != nil {
 		return fmt.Errorf("remove network namespace: %w", err)
@@ -90,6 +107,30 @@ func (s *Server) stopSandbox(ctx context.Context, sb metadata.Sandbox) error {
 			return err
 		}
 		s.log.Info("pod stopped", "pod", sb.ID)
+	}
+	return nil
+}
+
+// stopPause kills the pod's pause process and waits for its exit.
+func (s *Server) stopPause(ctx context.Context, sb metadata.Sandbox) error {
+	if sb.ShimAddress == "" {
+		return nil
+	}
+	sh, err := s.podShim(ctx, sb.ID, sb.ShimAddress)
+	switch {
+	case errdefs.IsNotFound(err):
+		// The shim is gone, and the pause process with it.
+		return nil
+	case err != nil:
+		return err
+	}
+	st, err := sh.Task.State(ctx, &taskapi.StateRequest{ID: sb.ID})
+	if err != nil || st.Status.String() == "STOPPED" {
+		return nil
+	}
+	sh.Task.Kill(ctx, &taskapi.KillRequest{ID: sb.ID, Signal: uint32(unix.SIGKILL), All: true})
+	if _, ok := waitTask(ctx, sh, sb.ID, 10*time.Second); !ok {
+		return fmt.Errorf("pause process of pod %s did not exit after SIGKILL: %w", sb.ID, errdefs.ErrUnavailable)
 	}
 	return nil
 }
