@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"sync"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/errdefs"
@@ -32,13 +34,33 @@ func (s *Server) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodSa
 	if err != nil {
 		return nil, err
 	}
-	for _, c := range cs {
-		if err := s.removeContainerLocked(ctx, c); err != nil {
-			return nil, fmt.Errorf("remove container %s: %w", c.ID, err)
-		}
+	// Everything is stopped: the containers and the pause container are
+	// deleted at once (each a runtime delete in the shim), unless NRI
+	// plugins are to hear of the pod's removal in between.
+	errs := make([]error, len(cs)+1)
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Go(func() {
+			if err := s.removeContainerLocked(ctx, c); err != nil {
+				errs[i] = fmt.Errorf("remove container %s: %w", c.ID, err)
+			}
+		})
 	}
-	s.nriRemovePodSandbox(ctx, sb)
-	if err := s.deleteTask(ctx, sb, id, s.paths.sandboxBundle(id)); err != nil {
+	deletePause := func() { errs[len(cs)] = s.deleteTask(ctx, sb, id, s.paths.sandboxBundle(id)) }
+	if s.nri == nil {
+		wg.Go(deletePause)
+	}
+	wg.Wait()
+	if s.nri != nil {
+		// NRI plugins hear of the removal once the containers are gone
+		// and before the pause container goes, as containerd tells them.
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
+		s.nriRemovePodSandbox(ctx, sb)
+		deletePause()
+	}
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	if sh := s.shims.get(id); sh != nil {

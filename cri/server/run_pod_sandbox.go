@@ -237,6 +237,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 const (
 	extraShm        = "shm"         // the pod's /dev/shm mount, "" for ipc NODE
 	extraShimBinary = "shim.binary" // the shim binary the pod was started with
+	extraStopped    = "stopped"     // "true" once StopPodSandbox has finished
 	// extraCgroupParent is the parent cgroup of the pod's containers, as
 	// the spec takes it; extraCgroup the pod cgroup's path in the
 	// hierarchy; extraCgroupOwned is "true" when corrald chose it (the

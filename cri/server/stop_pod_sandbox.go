@@ -40,6 +40,11 @@ func (s *Server) StopPodSandbox(ctx context.Context, r *runtimeapi.StopPodSandbo
 // Each step is idempotent, so a stop interrupted by a crash finishes on the
 // next call.
 func (s *Server) stopSandbox(ctx context.Context, sb metadata.Sandbox) error {
+	if sb.Extra[extraStopped] == "true" {
+		// Every step below finished before; RemovePodSandbox after
+		// StopPodSandbox need not run the CNI DEL again.
+		return nil
+	}
 	cs, err := s.store.ListContainers(func(c metadata.Container) bool { return c.SandboxID == sb.ID })
 	if err != nil {
 		return err
@@ -99,15 +104,17 @@ func (s *Server) stopSandbox(ctx context.Context, sb metadata.Sandbox) error {
 	if err := unmountIfMounted(filepath.Join(s.paths.sandboxBundle(sb.ID), "shm")); err != nil {
 		return fmt.Errorf("unmount the pod's /dev/shm: %w", err)
 	}
-	if sb.State != metadata.SandboxNotReady {
-		if _, err := s.store.UpdateSandbox(sb.ID, func(rec *metadata.Sandbox) error {
-			rec.State = metadata.SandboxNotReady
-			return nil
-		}); err != nil {
-			return err
+	if _, err := s.store.UpdateSandbox(sb.ID, func(rec *metadata.Sandbox) error {
+		rec.State = metadata.SandboxNotReady
+		if rec.Extra == nil {
+			rec.Extra = map[string]string{}
 		}
-		s.log.Info("pod stopped", "pod", sb.ID)
+		rec.Extra[extraStopped] = "true"
+		return nil
+	}); err != nil {
+		return err
 	}
+	s.log.Info("pod stopped", "pod", sb.ID)
 	return nil
 }
 
