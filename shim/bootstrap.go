@@ -35,6 +35,13 @@ type Config struct {
 // the annotation containerd's CRI plugin and corrald set on every container.
 const SandboxIDAnnotation = "io.kubernetes.cri.sandbox-id"
 
+// StartOnCreateAnnotation, "true" in a bundle's config.json, asks the shim
+// to start the container as it creates it (runc run --detach: one runtime
+// process instead of create and then start); Start then only reports the
+// pid. corrald sets it on pause containers, whose create is always
+// followed by a start. Other shims ignore it and start on Start.
+const StartOnCreateAnnotation = "io.corral.shim.start-on-create"
+
 // maxSocketPath is sun_path's size less the terminating NUL.
 const maxSocketPath = 107
 

@@ -51,6 +51,8 @@ type process struct {
 	exitStatus int
 	exitedAt   time.Time
 	io         *processIO
+	// startedOnCreate is set when Create also started the process.
+	startedOnCreate bool
 
 	// exited is closed once the exit is recorded and the output drained.
 	exited     chan struct{}

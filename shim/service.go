@@ -198,14 +198,25 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	}()
 
 	pidFile := filepath.Join(r.Bundle, "init.pid")
-	err = c.call("create", func() error {
-		return c.runtime.Create(ctx, r.ID, r.Bundle, &runc.CreateOpts{
+	startNow := spec.Annotations[StartOnCreateAnnotation] == "true"
+	op := "create"
+	if startNow {
+		op = "run"
+	}
+	err = c.call(op, func() error {
+		o := &runc.CreateOpts{
 			IO:            pio.runtimeIO(),
 			PidFile:       pidFile,
 			ConsoleSocket: pio.consoleSocket(),
 			NoPivot:       opts.NoPivotRoot,
 			NoNewKeyring:  opts.NoNewKeyring,
-		})
+		}
+		if startNow {
+			o.Detach = true
+			_, err := c.runtime.Run(ctx, r.ID, r.Bundle, o)
+			return err
+		}
+		return c.runtime.Create(ctx, r.ID, r.Bundle, o)
 	})
 	if err != nil {
 		return nil, err
@@ -224,6 +235,10 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	}
 	p.mu.Lock()
 	p.pid = pid
+	if startNow {
+		p.state = stateRunning
+		p.startedOnCreate = true
+	}
 	p.mu.Unlock()
 	c.cgroup = memoryCgroup(pid)
 
@@ -240,6 +255,11 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 		IO:          &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
 		Pid:         uint32(pid),
 	})
+	if startNow {
+		s.startOOMWatch(ctx, c)
+		log.Info("started", "pid", pid)
+		s.publisher.Publish(TopicStart, &eventstypes.TaskStart{ContainerID: r.ID, Pid: uint32(pid)})
+	}
 	return &taskapi.CreateTaskResponse{Pid: uint32(pid)}, nil
 }
 
@@ -253,6 +273,11 @@ func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.state != stateCreated {
+		if p.startedOnCreate {
+			// Started by Create (StartOnCreateAnnotation): the caller's
+			// Start is the one it was going to make anyway.
+			return &taskapi.StartResponse{Pid: uint32(p.pid)}, nil
+		}
 		return nil, fmt.Errorf("%s is %s, not created: %w", p, p.state.status(), errdefs.ErrFailedPrecondition)
 	}
 	if p.id == "" {
@@ -799,7 +824,8 @@ type bundleSpec struct {
 	Root *struct {
 		Path string `json:"path"`
 	} `json:"root"`
-	Linux *struct {
+	Annotations map[string]string `json:"annotations"`
+	Linux       *struct {
 		Namespaces []struct {
 			Type string `json:"type"`
 			Path string `json:"path"`

@@ -49,7 +49,7 @@ if [ -f "$dir/fail-$cmd" ]; then
 	exit 1
 fi
 case "$cmd" in
-create)
+create|run)
 	while [ $# -gt 0 ]; do
 		case "$1" in
 		--pid-file) echo %[1]d > "$2"; shift 2 ;;
@@ -406,4 +406,37 @@ func jsonAny(v any) (*anypb.Any, error) {
 		return nil, err
 	}
 	return &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", Value: b}, nil
+}
+
+// TestServiceStartOnCreate: a bundle that asks for it is run at Create
+// (one runtime call, runc run --detach), and Start reports the pid.
+func TestServiceStartOnCreate(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newTestService(t)
+	rt := newFakeRuntime(t)
+	bundle := t.TempDir()
+	writeFile(t, filepath.Join(bundle, "config.json"), `{"ociVersion":"1.0.2","process":{"args":["/pause"],"cwd":"/"},"root":{"path":"rootfs"},"annotations":{"`+StartOnCreateAnnotation+`":"true"}}`)
+	resp, err := s.Create(ctx, &taskapi.CreateTaskRequest{ID: "p1", Bundle: bundle, Options: rt.options(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := runtimeRoot(s.cfg.Address, s.cfg.Namespace, "")
+	want := fmt.Sprintf("--root %s --log %s --log-format json run --bundle %s --pid-file %s --detach p1",
+		root, filepath.Join(bundle, "log.json"), bundle, filepath.Join(bundle, "init.pid"))
+	if calls := rt.calls(t); len(calls) != 1 || calls[0] != want {
+		t.Errorf("runtime called with\n%s\nwant\n%s", strings.Join(calls, "\n"), want)
+	}
+	st, err := s.State(ctx, &taskapi.StateRequest{ID: "p1"})
+	if err != nil || st.Status != task.Status_RUNNING || st.Pid != resp.Pid {
+		t.Fatalf("State after Create = %v, %v; want RUNNING with pid %d", st, err, resp.Pid)
+	}
+	for range 2 {
+		sr, err := s.Start(ctx, &taskapi.StartRequest{ID: "p1"})
+		if err != nil || sr.Pid != resp.Pid {
+			t.Errorf("Start = %v, %v; want pid %d", sr, err, resp.Pid)
+		}
+	}
+	if calls := rt.calls(t); len(calls) != 1 {
+		t.Errorf("Start ran the runtime: %q", calls)
+	}
 }

@@ -168,6 +168,9 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 		return nil, err
 	}
 	addAnnotations(sp, rt.PassThrough(cfg.GetAnnotations()))
+	// corral's shim runs the pause container as it creates it: one runc
+	// process instead of two. The Start below is then only an answer.
+	sp.Annotations[annotationStartOnCreate] = "true"
 	if err := writeSpec(bundle, sp); err != nil {
 		return nil, err
 	}
@@ -232,6 +235,10 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 	log.Info("pod ready", "pid", created.Pid, "handler", handler, "shim", sh.Binary, "shim_pid", conn.ShimPid, "ips", podIPs)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
 }
+
+// annotationStartOnCreate is shim.StartOnCreateAnnotation, which corrald
+// cannot import without linking the shim.
+const annotationStartOnCreate = "io.corral.shim.start-on-create"
 
 // extra keys of a sandbox record.
 const (

@@ -1,0 +1,14 @@
+package server
+
+import (
+	"testing"
+
+	"github.com/corral-runtime/corral/shim"
+)
+
+// corrald names the shim's annotation without linking the shim package.
+func TestStartOnCreateAnnotation(t *testing.T) {
+	if annotationStartOnCreate != shim.StartOnCreateAnnotation {
+		t.Errorf("corrald sets %q, the shim reads %q", annotationStartOnCreate, shim.StartOnCreateAnnotation)
+	}
+}
