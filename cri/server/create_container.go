@@ -198,7 +198,10 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 	if err != nil {
 		return nil, err
 	}
-	created, err := sh.Task.Create(ctx, &taskapi.CreateTaskRequest{
+	// The pid is recorded when the container starts (StartContainer has
+	// it from the shim again): one write less here, and a created
+	// container's pid is the runtime's blocked init, of no use to anyone.
+	_, err = sh.Task.Create(ctx, &taskapi.CreateTaskRequest{
 		ID: id, Bundle: bundle, Terminal: cfg.GetTty(), Stdin: stdin, Stdout: stdout, Stderr: stdout, Options: opts,
 		Rootfs: []*types.Mount{{Type: "overlay", Source: "overlay", Options: []string{overlay}}},
 	})
@@ -210,13 +213,6 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 		waitTask(bg, sh, id, 5*time.Second)
 		sh.Task.Delete(bg, &taskapi.DeleteRequest{ID: id})
 	})
-	rec, err = s.store.UpdateContainer(id, func(c *metadata.Container) error {
-		c.PID = created.Pid
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
 	s.pending.release(id)
 	log.Info("container created", "image", ref)
 	s.hub.publish(s.containerEvent(rec, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT))

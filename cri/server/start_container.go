@@ -36,7 +36,8 @@ func (s *Server) StartContainer(ctx context.Context, r *runtimeapi.StartContaine
 	// Taken before the start: a process that exits at once must not look
 	// as if it finished before it started.
 	startedAt := time.Now()
-	if _, err := sh.Task.Start(context.WithoutCancel(ctx), &taskapi.StartRequest{ID: id}); err != nil {
+	started, err := sh.Task.Start(context.WithoutCancel(ctx), &taskapi.StartRequest{ID: id})
+	if err != nil {
 		err = taskErr(err)
 		// As containerd does: the container is done, and says why.
 		s.store.UpdateContainer(id, func(rec *metadata.Container) error {
@@ -52,6 +53,7 @@ func (s *Server) StartContainer(ctx context.Context, r *runtimeapi.StartContaine
 	}
 	updated, err := s.store.UpdateContainer(id, func(rec *metadata.Container) error {
 		rec.StartedAt = startedAt
+		rec.PID = started.GetPid()
 		// A container that exits at once may already be recorded as
 		// exited by its exit event; that stays.
 		if rec.State == metadata.ContainerCreated {
