@@ -2,7 +2,11 @@ package chaos
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -249,8 +253,13 @@ func (e *env) checkSettled(m *model, l listed) []string {
 	}
 }
 
-// checkImages finds snapshots and blobs no image and no container needs:
-// what garbage collection after a pull cut short must not leave.
+// checkImages finds snapshots and blobs no listed image needs: what
+// garbage collection after a pull cut short, or a removal, must not leave.
+// What an image needs is read from the content store's own files: its
+// config (the image ID) names the layers' diff IDs, whose chain IDs name
+// the snapshots; its manifest (a repo digest) names the layer blobs.
+// Every container runs images[0], which is never removed, so the listed
+// images' needs are all there is.
 func (e *env) checkImages(l listed) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -258,24 +267,61 @@ func (e *env) checkImages(l listed) []string {
 	if err != nil {
 		return []string{fmt.Sprintf("ListImages: %v", err)}
 	}
-	// Every test image is one layer of busybox: one snapshot per image
-	// listed, at most, and one for the image every container runs.
-	snaps := 0
-	for _, name := range dirNames(filepath.Join(e.root, "snapshots")) {
-		if !strings.HasPrefix(name, "tmp-") {
-			snaps++
+	blobDir := filepath.Join(e.root, "content", "blobs", "sha256")
+	blob := func(d string) []byte {
+		b, _ := os.ReadFile(filepath.Join(blobDir, strings.TrimPrefix(d, "sha256:")))
+		return b
+	}
+	var v []string
+	snaps, blobs := map[string]bool{}, map[string]bool{}
+	for _, img := range imgs.Images {
+		blobs[img.Id] = true
+		var cfg struct {
+			RootFS struct {
+				DiffIDs []string `json:"diff_ids"`
+			} `json:"rootfs"`
+		}
+		if err := json.Unmarshal(blob(img.Id), &cfg); err != nil {
+			v = append(v, fmt.Sprintf("image %.19s is listed but its config blob is missing or unreadable: %v", img.Id, err))
+			continue
+		}
+		chain := ""
+		for _, d := range cfg.RootFS.DiffIDs {
+			if chain == "" {
+				chain = d
+			} else {
+				sum := sha256.Sum256([]byte(chain + " " + d))
+				chain = "sha256:" + hex.EncodeToString(sum[:])
+			}
+			snaps[strings.TrimPrefix(chain, "sha256:")] = true
+		}
+		for _, rd := range img.RepoDigests {
+			_, d, _ := strings.Cut(rd, "@")
+			blobs[d] = true
+			var man struct {
+				Layers    []struct{ Digest string } `json:"layers"`
+				Manifests []struct{ Digest string } `json:"manifests"`
+			}
+			json.Unmarshal(blob(d), &man)
+			for _, l := range man.Layers {
+				blobs[l.Digest] = true
+			}
+			for _, m := range man.Manifests {
+				blobs[m.Digest] = true
+			}
 		}
 	}
-	if max := len(imgs.Images) + 1; snaps > max {
-		return []string{fmt.Sprintf("%d snapshots for %d images listed: some are unreferenced", snaps, len(imgs.Images))}
+	for _, name := range dirNames(filepath.Join(e.root, "snapshots")) {
+		if !strings.HasPrefix(name, "tmp-") && !snaps[name] {
+			v = append(v, fmt.Sprintf("snapshot %.12s is left, and no listed image has that chain ID", name))
+		}
 	}
-	// A blob is a manifest, a config, a layer, or an index: four per
-	// image at most.
-	blobs := dirNames(filepath.Join(e.root, "content", "blobs", "sha256"))
-	if max := 4 * (len(imgs.Images) + 1); len(blobs) > max {
-		return []string{fmt.Sprintf("%d blobs for %d images listed: some are unreferenced", len(blobs), len(imgs.Images))}
+	for _, name := range dirNames(blobDir) {
+		if !blobs["sha256:"+name] {
+			v = append(v, fmt.Sprintf("blob sha256:%.12s is left, and no listed image refers to it", name))
+		}
 	}
-	return nil
+	return v
 }
 
 // gc removes what corrald lists but no client knows of (what calls that
