@@ -3,9 +3,11 @@ package integration
 import (
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -255,4 +257,107 @@ func TestPodShmSize(t *testing.T) {
 	}
 	e.removePod(t, defID)
 	e.removePod(t, bigID)
+}
+
+// TestUserNamespacePod: a pod with a user namespace of its own runs its
+// containers' root as an unprivileged host ID, and yet its image, its
+// writable layer and its volumes behave as root's: corrald ID-maps the
+// image layers and the volumes, and the pod's network namespace belongs to
+// its user namespace (a port below 1024 can be bound, a net sysctl set).
+// Removing the pod leaves no mount and no namespace pin.
+func TestUserNamespacePod(t *testing.T) {
+	e := newPodEnv(t)
+	// The pod's root, an unprivileged host ID, must reach its rootfs below
+	// corrald's root and state, as below /var/lib and /run.
+	if err := os.Chmod(e.dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	host := uint32(300000 + 65536*rand.IntN(100))
+	m := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: host, Length: 65536}}
+	pod := e.podConfig("userns")
+	pod.Linux.SecurityContext.NamespaceOptions.UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: m, Gids: m}
+	pod.Linux.Sysctls = map[string]string{"net.ipv4.ip_unprivileged_port_start": "2000"}
+	podID := e.runPod(t, pod)
+
+	vol := filepath.Join(e.dir, "vol")
+	if err := os.MkdirAll(vol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(vol, "from-host"), []byte("x"), 0o644)
+	cfg := e.containerConfig("app", "sleep", "1000")
+	cfg.Linux.SecurityContext.NamespaceOptions.UsernsOptions = pod.Linux.SecurityContext.NamespaceOptions.UsernsOptions
+	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/vol", HostPath: vol, UidMappings: m, GidMappings: m}}
+	cid, pid := e.runContainer(t, podID, pod, cfg)
+
+	if out, _ := e.execIn(t, cid, "cat", "/proc/self/uid_map"); !strings.Contains(strings.Join(strings.Fields(out), " "), fmt.Sprintf("0 %d 65536", host)) {
+		t.Errorf("uid_map %q, want 0 %d 65536", out, host)
+	}
+	if uid := procUID(t, pid); uid != host {
+		t.Errorf("the container's process runs as host uid %d, want %d", uid, host)
+	}
+	// The image's files are root's inside, and root may change them.
+	if out, _ := e.execIn(t, cid, "stat", "-c", "%u:%g", "/bin/busybox"); strings.TrimSpace(out) != "0:0" {
+		t.Errorf("/bin/busybox is owned by %q inside, want 0:0", out)
+	}
+	if out, code := e.execIn(t, cid, "sh", "-c", "echo hi > /etc/written && cat /etc/written"); code != 0 || strings.TrimSpace(out) != "hi" {
+		t.Errorf("root writing into the image's /etc: exit %d, %q", code, out)
+	}
+	// The volume is root's inside; what root writes is owned by the node's
+	// root on disk, as without a user namespace.
+	if out, _ := e.execIn(t, cid, "stat", "-c", "%u", "/vol/from-host"); strings.TrimSpace(out) != "0" {
+		t.Errorf("a root-owned volume file is owned by %q inside", out)
+	}
+	if out, code := e.execIn(t, cid, "sh", "-c", "echo x > /vol/from-pod"); code != 0 {
+		t.Errorf("root writing to its volume: %d %s", code, out)
+	} else {
+		var st syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(vol, "from-pod"), &st); err != nil || st.Uid != 0 {
+			t.Errorf("the file the pod wrote is owned by %d on the node (%v), want 0", st.Uid, err)
+		}
+	}
+	// The pod's network namespace is its own: a sysctl set in it, a
+	// privileged port bound by its root.
+	if out, _ := e.execIn(t, cid, "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"); strings.TrimSpace(out) != "2000" {
+		t.Errorf("net sysctl %q, want 2000", out)
+	}
+	if out, code := e.execIn(t, cid, "sh", "-c", "nc -l -p 80 & p=$!; sleep 0.3; kill $p"); code != 0 || strings.Contains(out, "denied") {
+		t.Errorf("binding port 80: %d %s", code, out)
+	}
+	// Root of the pod is nobody to the node: it cannot reach the node's
+	// files beyond what all may.
+	if out, code := e.execIn(t, cid, "sh", "-c", "echo x > /proc/sys/kernel/panic"); code == 0 {
+		t.Errorf("the pod's root wrote a node-wide sysctl: %s", out)
+	}
+
+	bundle := filepath.Join(e.state, "containers", cid)
+	if len(mountsUnder(bundle)) < 2 {
+		t.Errorf("no ID-mapped mounts under %s: %v", bundle, mountsUnder(bundle))
+	}
+	e.removePod(t, podID)
+	if left := mountsUnder(bundle); len(left) > 0 {
+		t.Errorf("mounts left under the bundle: %v", left)
+	}
+	for _, d := range []string{"netns", "userns"} {
+		if _, err := os.Stat(filepath.Join(e.state, d, podID)); !os.IsNotExist(err) {
+			t.Errorf("the pod's %s pin is still there: %v", d, err)
+		}
+	}
+}
+
+// procUID is the real uid of a process on the node.
+func procUID(t *testing.T, pid int) uint32 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+			var uid uint32
+			fmt.Sscan(v, &uid)
+			return uid
+		}
+	}
+	t.Fatalf("no Uid in /proc/%d/status", pid)
+	return 0
 }

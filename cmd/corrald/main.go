@@ -165,6 +165,12 @@ func serve(f flags, stderr io.Writer) error {
 	if err := os.MkdirAll(state, 0o711); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
+	// Searchable, not listable, by others, as containerd's: a pod with a
+	// user namespace runs as an unprivileged host ID, and the runtime
+	// reaches the pod's rootfs below root as that ID.
+	if err := os.MkdirAll(root, 0o711); err != nil {
+		return fmt.Errorf("root dir: %w", err)
+	}
 
 	// The store first: its lock is what keeps a second corrald off this
 	// root, and that must be found before the socket is touched.

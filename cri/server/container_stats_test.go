@@ -1,6 +1,9 @@
 package server
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,5 +56,19 @@ func TestMemoryUsage(t *testing.T) {
 	m = memoryUsage(now, &cgroup.Memory{WorkingSet: 70, Limit: 100})
 	if m.GetAvailableBytes().GetValue() != 30 {
 		t.Errorf("under the limit: %v", m)
+	}
+}
+
+func TestSearchable(t *testing.T) {
+	dir := t.TempDir()
+	os.Chmod(dir, 0o711)
+	sub := filepath.Join(dir, "a", "b")
+	os.MkdirAll(sub, 0o711)
+	if err := searchable("/"); err != nil {
+		t.Errorf("/: %v", err)
+	}
+	os.Chmod(filepath.Join(dir, "a"), 0o700)
+	if err := searchable(sub); err == nil || !strings.Contains(err.Error(), "chmod o+x "+filepath.Join(dir, "a")) {
+		t.Errorf("a private parent: %v", err)
 	}
 }

@@ -124,8 +124,7 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 		}
 	}
 	undo = append(undo, func() {
-		unix.Unmount(filepath.Join(bundle, "rootfs"), unix.MNT_DETACH)
-		os.RemoveAll(bundle)
+		removeBundle(bundle)
 		os.RemoveAll(root)
 	})
 	volPaths, err := s.mountImageVolumes(bundle, vols)
@@ -137,7 +136,21 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", img.ID, err)
 	}
-	overlay, err := snapshot.OverlayOptions(lower, upper, work)
+	// A pod with a user namespace of its own sees its image through
+	// ID-mapped layers (see userns.go).
+	userns := spec.PodUserns(sbCfg)
+	var usernsFile *os.File
+	mappedLower := lower
+	if userns != nil {
+		if usernsFile, err = usernsOf(sb.PID); err != nil {
+			return nil, fmt.Errorf("pod %s's user namespace: %w: %w", podID, err, errdefs.ErrFailedPrecondition)
+		}
+		defer usernsFile.Close()
+		if mappedLower, err = mapLayers(bundle, lower, upper, work, userns, usernsFile); err != nil {
+			return nil, err
+		}
+	}
+	overlay, err := snapshot.OverlayOptions(mappedLower, upper, work)
 	if err != nil {
 		return nil, err
 	}
@@ -159,6 +172,11 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 	})
 	if err != nil {
 		return nil, err
+	}
+	if usernsFile != nil {
+		if err := mapVolumes(bundle, sp, cfg.GetMounts(), usernsFile); err != nil {
+			return nil, err
+		}
 	}
 	// A handler since removed from the config passes nothing through.
 	if _, rt, err := s.handler(sb.RuntimeHandler); err == nil {

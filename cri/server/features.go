@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"os/exec"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/corral-runtime/corral/cri/config"
+	"github.com/corral-runtime/corral/cri/idmap"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -22,8 +24,10 @@ import (
 const (
 	// cri/spec writes "rro" for a mount with recursive_read_only.
 	specRecursiveReadOnly = true
-	// cri/spec accepts only the node's user namespace (checkUserns).
-	specUserNamespaces = false
+	// cri/spec gives a pod a user namespace of its own, and corrald
+	// ID-maps its containers' layers and volumes itself (userns.go), so
+	// the runtime needs user namespaces but not ID-mapped mounts.
+	specUserNamespaces = true
 )
 
 // featureProbeTimeout bounds `RUNTIME features`, which only prints.
@@ -38,13 +42,16 @@ type handlerFeatures struct {
 }
 
 // get returns the features of every configured handler.
-func (h *handlerFeatures) get(ctx context.Context, cfg *config.Config) map[string]*runtimeapi.RuntimeHandlerFeatures {
+// root is where corrald keeps its image layers, which ID-mapped mounts of
+// must work for user namespaces.
+func (h *handlerFeatures) get(ctx context.Context, cfg *config.Config, root string) map[string]*runtimeapi.RuntimeHandlerFeatures {
 	h.once.Do(func() {
 		h.byName = map[string]*runtimeapi.RuntimeHandlerFeatures{}
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), featureProbeTimeout)
 		defer cancel()
+		idmapped := sync.OnceValue(func() bool { return idmapSupported(root) })
 		for _, name := range cfg.Handlers() {
-			h.byName[name] = probeHandler(ctx, cfg.Runtimes[name], runtimeFeatures, kernelHasMountSetattr)
+			h.byName[name] = probeHandler(ctx, cfg.Runtimes[name], runtimeFeatures, kernelHasMountSetattr, idmapped)
 		}
 	})
 	return h.byName
@@ -54,7 +61,7 @@ func (h *handlerFeatures) get(ctx context.Context, cfg *config.Config) map[strin
 // output (OCI runtime-spec features.md), the kernel, and corral's spec.
 // Shims other than runc shims are asked nothing: containerd 1.x shims have
 // no way to report features, so none are claimed.
-func probeHandler(ctx context.Context, rt config.Runtime, probe func(context.Context, string) (*features.Features, error), mountSetattr func() bool) *runtimeapi.RuntimeHandlerFeatures {
+func probeHandler(ctx context.Context, rt config.Runtime, probe func(context.Context, string) (*features.Features, error), mountSetattr, idmapped func() bool) *runtimeapi.RuntimeHandlerFeatures {
 	out := &runtimeapi.RuntimeHandlerFeatures{}
 	if !rt.TakesRuncOptions() {
 		return out
@@ -71,12 +78,25 @@ func probeHandler(ctx context.Context, rt config.Runtime, probe func(context.Con
 	// rro is runc's and crun's mount option for mount_setattr(2) with
 	// MOUNT_ATTR_RDONLY and AT_RECURSIVE, which kernels before 5.12 lack.
 	out.RecursiveReadOnlyMounts = specRecursiveReadOnly && slices.Contains(f.MountOptions, "rro") && mountSetattr()
-	// User namespaces as Kubernetes uses them need idmapped mounts.
-	if l := f.Linux; l != nil && l.MountExtensions != nil && l.MountExtensions.IDMap != nil {
-		out.UserNamespaces = specUserNamespaces && slices.Contains(l.Namespaces, "user") &&
-			l.MountExtensions.IDMap.Enabled != nil && *l.MountExtensions.IDMap.Enabled && mountSetattr()
+	// User namespaces as Kubernetes uses them need ID-mapped mounts, which
+	// corrald makes itself: the runtime only has to create and join user
+	// namespaces (runc 1.1 can, without its own ID-mapped mounts).
+	if l := f.Linux; l != nil {
+		out.UserNamespaces = specUserNamespaces && slices.Contains(l.Namespaces, "user") && idmapped()
 	}
 	return out
+}
+
+// idmapSupported reports whether ID-mapped mounts of dir (or, without
+// one, of /) work on this kernel and file system.
+func idmapSupported(dir string) bool {
+	if dir == "" {
+		dir = "/"
+	}
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return false
+	}
+	return idmap.Supported(dir) == nil
 }
 
 // runtimeFeatures runs `BINARY features`.

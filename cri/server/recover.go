@@ -160,6 +160,10 @@ func (s *Server) sweep(ctx context.Context) {
 		s.log.Info("sweep: network namespace without a pod", "id", id)
 		netns.Remove(filepath.Join(s.paths.netnsDir(), id))
 	}
+	for _, id := range orphans(s.paths.usernsDir()) {
+		s.log.Info("sweep: user namespace without a pod", "id", id)
+		netns.Remove(filepath.Join(s.paths.usernsDir(), id))
+	}
 	for _, id := range orphans(filepath.Join(s.paths.state, "sandboxes")) {
 		s.log.Info("sweep: pod files without a pod", "id", id)
 		if addr := s.startedShim(id); addr != "" {
@@ -186,12 +190,13 @@ func (s *Server) sweep(ctx context.Context) {
 	}
 	for _, id := range orphans(filepath.Join(s.paths.state, "containers")) {
 		s.log.Info("sweep: container files without a container", "id", id)
-		unmountIfMounted(filepath.Join(s.paths.containerBundle(id), "rootfs"))
 		if err := imagevolume.Unmount(imagevolume.Dir(s.paths.containerBundle(id))); err != nil {
 			s.log.Warn("sweep: image volumes stay mounted", "id", id, "error", err)
 			continue
 		}
-		os.RemoveAll(s.paths.containerBundle(id))
+		if err := removeBundle(s.paths.containerBundle(id)); err != nil {
+			s.log.Warn("sweep: container files", "id", id, "error", err)
+		}
 	}
 	for _, id := range orphans(filepath.Join(s.paths.root, "containers")) {
 		os.RemoveAll(s.paths.containerRoot(id))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/containerd/errdefs"
 	"github.com/corral-runtime/corral/cri/imagevolume"
@@ -45,16 +44,15 @@ func (s *Server) removeContainerLocked(ctx context.Context, c metadata.Container
 	s.nriRemoveContainer(ctx, c)
 	bundle := s.paths.containerBundle(c.ID)
 	// The shim unmounts the rootfs on delete; a shim that died did not.
-	if err := unmountIfMounted(filepath.Join(bundle, "rootfs")); err != nil {
-		return fmt.Errorf("unmount rootfs of %s: %w", c.ID, err)
-	}
+	// Image volumes and ID-mapped layers are corrald's to unmount.
 	if err := imagevolume.Unmount(imagevolume.Dir(bundle)); err != nil {
 		return fmt.Errorf("container %s: %w", c.ID, err)
 	}
-	for _, d := range []string{bundle, s.paths.containerRoot(c.ID)} {
-		if err := os.RemoveAll(d); err != nil {
-			return err
-		}
+	if err := removeBundle(bundle); err != nil {
+		return fmt.Errorf("remove the bundle of %s: %w", c.ID, err)
+	}
+	if err := os.RemoveAll(s.paths.containerRoot(c.ID)); err != nil {
+		return err
 	}
 	if err := s.store.DeleteContainer(c.ID); err != nil && !errdefs.IsNotFound(err) {
 		return err

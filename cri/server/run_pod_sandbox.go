@@ -38,6 +38,13 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 	if err != nil {
 		return nil, err
 	}
+	if spec.PodUserns(cfg) != nil {
+		for _, d := range []string{s.paths.root, s.paths.state} {
+			if err := searchable(d); err != nil {
+				return nil, fmt.Errorf("user namespace: %w: %w", err, errdefs.ErrFailedPrecondition)
+			}
+		}
+	}
 	handler, rt, err := s.handler(r.GetRuntimeHandler())
 	if err != nil {
 		return nil, err
@@ -108,6 +115,13 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 	if err := pause.Rootfs(rootfs, pauseBin); err != nil {
 		return nil, err
 	}
+	if u := spec.PodUserns(cfg); u != nil {
+		// The runtime makes the pause container's mount points as the
+		// pod's root; the rootfs is the pod's own copy.
+		if err := chownTree(rootfs, u.RootUID(), u.RootGID()); err != nil {
+			return nil, fmt.Errorf("pause rootfs: %w", err)
+		}
+	}
 	hostname, err := podHostname(cfg)
 	if err != nil {
 		return nil, err
@@ -118,10 +132,18 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 	}
 
 	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
-	var nsPath string
+	var nsPath, usernsPath string
 	podNetwork := func() ([]string, error) { return nil, nil }
 	if nsOpts.GetNetwork() != runtimeapi.NamespaceMode_NODE {
-		if nsPath, err = netns.Create(s.paths.netnsDir(), id); err != nil {
+		if u := spec.PodUserns(cfg); u != nil {
+			// The pod's network namespace belongs to its user namespace.
+			nsPath, usernsPath, err = netns.CreateOwned(s.paths.netnsDir(), s.paths.usernsDir(), id,
+				netns.IDMap{Host: u.UID.HostID, Size: u.UID.Size}, netns.IDMap{Host: u.GID.HostID, Size: u.GID.Size})
+			if err != nil {
+				return nil, fmt.Errorf("user and network namespaces: %w", err)
+			}
+			undo = append(undo, func() { netns.Remove(usernsPath) })
+		} else if nsPath, err = netns.Create(s.paths.netnsDir(), id); err != nil {
 			return nil, fmt.Errorf("network namespace: %w", err)
 		}
 		undo = append(undo, func() { netns.Remove(nsPath) })
@@ -159,7 +181,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 		undo = append(undo, func() { s.cgroups.Remove(cg.path) })
 	}
 	sp, err := spec.Sandbox(cfg, spec.SandboxOptions{
-		ID: id, PauseBinary: "/pause", Rootfs: rootfs, NetNSPath: nsPath,
+		ID: id, PauseBinary: "/pause", Rootfs: rootfs, NetNSPath: nsPath, UsernsPath: usernsPath,
 		ResolvConfPath: files.resolv, HostnamePath: files.hostname, HostsPath: files.hosts,
 		ShmPath: shm, CgroupParent: cg.parent, SystemdCgroup: s.systemdCgroup(), RestrictOOMScoreAdj: s.restrict,
 		Hostname: hostname, Host: s.host,

@@ -36,6 +36,7 @@ func (l layout) sandboxBundle(id string) string   { return filepath.Join(l.state
 func (l layout) containerRoot(id string) string   { return filepath.Join(l.root, "containers", id) }
 func (l layout) containerBundle(id string) string { return filepath.Join(l.state, "containers", id) }
 func (l layout) netnsDir() string                 { return filepath.Join(l.state, "netns") }
+func (l layout) usernsDir() string                { return filepath.Join(l.state, "userns") }
 
 // daemonAddress is what shims derive their paths from (STATE/s, STATE/runc),
 // whatever socket --listen names.

@@ -32,7 +32,7 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 	}
 	// "" is the default handler, as the CRI defines: the kubelet looks its
 	// features up under the name a RuntimeClass gives, "" for none.
-	features := s.features.get(ctx, s.cfg)
+	features := s.features.get(ctx, s.cfg, s.paths.root)
 	resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: "", Features: features[s.cfg.DefaultRuntime]})
 	for _, name := range s.cfg.Handlers() {
 		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: name, Features: features[name]})

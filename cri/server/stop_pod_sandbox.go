@@ -101,6 +101,9 @@ func (s *Server) stopSandbox(ctx context.Context, sb metadata.Sandbox) error {
 	if err := netns.Remove(nsPath); err != nil {
 		return fmt.Errorf("remove network namespace: %w", err)
 	}
+	if err := netns.Remove(filepath.Join(s.paths.usernsDir(), sb.ID)); err != nil {
+		return fmt.Errorf("remove user namespace: %w", err)
+	}
 	if err := unmountIfMounted(filepath.Join(s.paths.sandboxBundle(sb.ID), "shm")); err != nil {
 		return fmt.Errorf("unmount the pod's /dev/shm: %w", err)
 	}

@@ -69,7 +69,7 @@ type userMount struct {
 // criMounts validates and converts the CRI mounts of a container. It also
 // returns the root's propagation the mounts need: a mount only propagates
 // through a root that does too.
-func criMounts(cfg *runtimeapi.ContainerConfig, host Host, imageVolumes map[int]string) ([]userMount, string, error) {
+func criMounts(cfg *runtimeapi.ContainerConfig, host Host, imageVolumes map[int]string, userns *Userns) ([]userMount, string, error) {
 	var (
 		out         []userMount
 		seen        = map[string]int{}
@@ -105,7 +105,24 @@ func criMounts(cfg *runtimeapi.ContainerConfig, host Host, imageVolumes map[int]
 			return nil, "", invalidf(field+".image_sub_path", "set without image")
 		}
 		if len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0 {
-			return nil, "", unimplementedf(field, "ID-mapped mounts need user namespaces, which corral does not support yet")
+			// corral ID-maps every mount of a pod with a user namespace
+			// by the pod's mapping, the one the kubelet sends here.
+			if userns == nil {
+				return nil, "", invalidf(field+".uidMappings", "ID mappings given, but the pod has no user namespace of its own")
+			}
+			u, err1 := idMapping(field+".uidMappings", m.GetUidMappings())
+			g, err2 := idMapping(field+".gidMappings", m.GetGidMappings())
+			if err := errors.Join(err1, err2); err != nil {
+				return nil, "", err
+			}
+			if (Userns{UID: u, GID: g}) != *userns {
+				return nil, "", unimplementedf(field+".uidMappings", "an ID mapping other than the pod's; corral maps a mount as the pod's user namespace does")
+			}
+		}
+		if userns != nil && m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE {
+			// The ID-mapped copy of a mount is a mount of its own, through
+			// which nothing propagates.
+			return nil, "", invalidf(field+".propagation", "%s with a user namespace of the pod's own; only PROPAGATION_PRIVATE", m.GetPropagation())
 		}
 		src, err := hostPath(field+".host_path", m.GetHostPath())
 		if err != nil {

@@ -190,7 +190,7 @@ func TestCRIMounts(t *testing.T) {
 		{name: "bad mount option", m: &runtimeapi.Mount{ContainerPath: "/x", HostPath: "/data", MountOptions: []string{"suid"}}, is: errdefs.IsInvalidArgument, wantErr: "mount_options[0]"},
 		{name: "image volume not mounted", m: &runtimeapi.Mount{ContainerPath: "/x", Image: &runtimeapi.ImageSpec{Image: "busybox"}, Readonly: true}, is: errdefs.IsNotImplemented, wantErr: "mounts[0].image"},
 		{name: "image sub path alone", m: &runtimeapi.Mount{ContainerPath: "/x", HostPath: "/data", ImageSubPath: "a"}, is: errdefs.IsInvalidArgument, wantErr: "image_sub_path"},
-		{name: "ID-mapped", m: &runtimeapi.Mount{ContainerPath: "/x", HostPath: "/data", UidMappings: []*runtimeapi.IDMapping{{Length: 1}}}, is: errdefs.IsNotImplemented, wantErr: "user namespaces"},
+		{name: "ID-mapped without a pod user namespace", m: &runtimeapi.Mount{ContainerPath: "/x", HostPath: "/data", UidMappings: []*runtimeapi.IDMapping{{Length: 1}}}, is: errdefs.IsInvalidArgument, wantErr: "no user namespace"},
 		{name: "nil mount", m: nil, is: errdefs.IsInvalidArgument, wantErr: "mounts[0]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,6 +12,31 @@ import (
 // makes for every container of the pod.
 type podNamespaces struct {
 	hostNetwork, hostIPC, hostPID bool
+	// userns is the pod's user namespace mapping; nil for the node's.
+	userns *Userns
+}
+
+// Userns is the ID mapping of a pod's user namespace: container IDs
+// 0..Length-1 are host IDs HostUID.. (and HostGID..).
+type Userns struct {
+	UID, GID specs.LinuxIDMapping
+}
+
+// RootUID and RootGID are the host IDs of the container's root, which
+// owns what corrald makes for the pod's containers to write.
+func (u *Userns) RootUID() uint32 { return u.UID.HostID }
+
+// RootGID: see RootUID.
+func (u *Userns) RootGID() uint32 { return u.GID.HostID }
+
+// PodUserns returns the pod's user namespace mapping, nil when it uses the
+// node's; the config must have passed Sandbox.
+func PodUserns(cfg *runtimeapi.PodSandboxConfig) *Userns {
+	p, err := checkPodNamespaces(cfg.GetLinux().GetSecurityContext().GetNamespaceOptions())
+	if err != nil {
+		return nil
+	}
+	return p.userns
 }
 
 // checkPodNamespaces validates a sandbox's namespace options: the kubelet
@@ -43,37 +68,73 @@ func checkPodNamespaces(ns *runtimeapi.NamespaceOption) (podNamespaces, error) {
 	if ns.GetTargetId() != "" {
 		return p, invalidf(prefix+"target_id", "set for a pod sandbox; only a container's pid namespace can target another container")
 	}
-	if err := checkUserns(ns.GetUsernsOptions()); err != nil {
+	u, err := checkUserns(ns.GetUsernsOptions())
+	if err != nil {
 		return p, err
 	}
+	if u != nil && (p.hostNetwork || p.hostIPC || p.hostPID) {
+		// Kubernetes forbids it too: the node's namespaces belong to the
+		// node's user namespace, where the pod's root would be nobody.
+		return p, invalidf(prefix+"userns_options", "a user namespace of the pod's own cannot go with the node's network, IPC or PID namespace")
+	}
+	p.userns = u
 	return p, nil
 }
 
-// checkUserns accepts only the node's user namespace for now: user
-// namespaces need ID-mapped rootfs and mounts, which corral does not set up
-// yet, and running without the mapping the kubelet asked for would be a
-// silent security downgrade.
-func checkUserns(u *runtimeapi.UserNamespace) error {
+// checkUserns validates the user namespace options: the node's (mode NODE,
+// no mappings), or one of the pod's own (mode POD) with one mapping for
+// uids and one for gids that maps container ID 0, as the kubelet sends.
+// Containers of the pod all share the pod's; a mode of their own
+// (CONTAINER, TARGET) is refused.
+func checkUserns(u *runtimeapi.UserNamespace) (*Userns, error) {
 	const field = "linux.security_context.namespace_options.userns_options"
 	if u == nil {
-		return nil
+		return nil, nil
 	}
 	switch m := u.GetMode(); m {
 	case runtimeapi.NamespaceMode_NODE:
 		if len(u.GetUids()) > 0 || len(u.GetGids()) > 0 {
-			return invalidf(field, "uid/gid mappings given with mode NODE, which uses the node's user namespace")
+			return nil, invalidf(field, "uid/gid mappings given with mode NODE, which uses the node's user namespace")
 		}
-		return nil
+		return nil, nil
 	case runtimeapi.NamespaceMode_POD:
-		return unimplementedf(field+".mode", "user namespaces (mode POD) are not supported by corral yet")
+		uid, err := idMapping(field+".uids", u.GetUids())
+		if err != nil {
+			return nil, err
+		}
+		gid, err := idMapping(field+".gids", u.GetGids())
+		if err != nil {
+			return nil, err
+		}
+		return &Userns{UID: uid, GID: gid}, nil
 	default:
-		return invalidf(field+".mode", "mode %s is not POD or NODE", m)
+		return nil, invalidf(field+".mode", "mode %s is not POD or NODE: a pod's containers share the pod's user namespace", m)
 	}
+}
+
+// idMapping checks the one ID mapping of a pod's user namespace.
+func idMapping(field string, ms []*runtimeapi.IDMapping) (specs.LinuxIDMapping, error) {
+	if len(ms) != 1 || ms[0] == nil {
+		return specs.LinuxIDMapping{}, invalidf(field, "%d mappings given; corral takes exactly one, as the kubelet sends", len(ms))
+	}
+	m := ms[0]
+	switch {
+	case m.GetContainerId() != 0:
+		return specs.LinuxIDMapping{}, invalidf(field, "maps container IDs from %d; ID 0, the container's root, must be mapped", m.GetContainerId())
+	case m.GetLength() == 0:
+		return specs.LinuxIDMapping{}, invalidf(field, "maps no IDs (length 0)")
+	case m.GetHostId() == 0:
+		// The container's root would be the node's.
+		return specs.LinuxIDMapping{}, invalidf(field, "maps container root to host ID 0, the node's root")
+	case uint64(m.GetHostId())+uint64(m.GetLength()) > maxID+1:
+		return specs.LinuxIDMapping{}, invalidf(field, "host IDs %d..%d go past %d", m.GetHostId(), uint64(m.GetHostId())+uint64(m.GetLength())-1, maxID)
+	}
+	return specs.LinuxIDMapping{ContainerID: 0, HostID: m.GetHostId(), Size: m.GetLength()}, nil
 }
 
 // sandboxNamespaces lists the pause container's namespaces: each pod-level
 // namespace is created here (or is the node's), for the containers to join.
-func sandboxNamespaces(p podNamespaces, netnsPath string) []specs.LinuxNamespace {
+func sandboxNamespaces(p podNamespaces, netnsPath, usernsPath string) []specs.LinuxNamespace {
 	ns := []specs.LinuxNamespace{{Type: specs.MountNamespace}}
 	if !p.hostNetwork {
 		// A pinned netns from corrald's network setup, or a new one.
@@ -90,6 +151,10 @@ func sandboxNamespaces(p podNamespaces, netnsPath string) []specs.LinuxNamespace
 		// Even with per-container PID namespaces the pause process gets
 		// its own: it must never be able to see the node's processes.
 		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace})
+	}
+	if p.userns != nil {
+		// Pinned by corrald with the network namespace it owns, or new.
+		ns = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace, Path: usernsPath})
 	}
 	return ns
 }
@@ -111,8 +176,12 @@ func containerNamespaces(p podNamespaces, ctr *runtimeapi.NamespaceOption, opts 
 	default:
 		return nil, invalidf(prefix+"ipc", "mode %s is not POD or NODE", m)
 	}
-	if err := checkUserns(ctr.GetUsernsOptions()); err != nil {
+	cu, err := checkUserns(ctr.GetUsernsOptions())
+	if err != nil {
 		return nil, err
+	}
+	if ctr.GetUsernsOptions() != nil && !sameUserns(cu, p.userns) {
+		return nil, invalidf(prefix+"userns_options", "differ from the pod's: a pod's containers share its user namespace")
 	}
 
 	sandboxNS := func(kind string) (string, error) {
@@ -175,6 +244,14 @@ func containerNamespaces(p podNamespaces, ctr *runtimeapi.NamespaceOption, opts 
 		return nil, invalidf(prefix+"target_id", "set, but pid mode is not TARGET")
 	}
 
+	if p.userns != nil {
+		userns, err := sandboxNS("user")
+		if err != nil {
+			return nil, err
+		}
+		ns = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace, Path: userns})
+	}
+
 	// On cgroup v2 a cgroup namespace hides the node's hierarchy, as
 	// containerd does; privileged containers keep the node's for
 	// compatibility (kubernetes/enhancements, cgroups v2 KEP).
@@ -182,4 +259,11 @@ func containerNamespaces(p podNamespaces, ctr *runtimeapi.NamespaceOption, opts 
 		ns = append(ns, specs.LinuxNamespace{Type: specs.CgroupNamespace})
 	}
 	return ns, nil
+}
+
+func sameUserns(a, b *Userns) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }

@@ -47,6 +47,10 @@ type SandboxOptions struct {
 	// NetNSPath is the pod's pinned network namespace; "" for a
 	// host-network pod, or to have the runtime create one.
 	NetNSPath string
+	// UsernsPath is the pod's pinned user namespace, which owns NetNSPath,
+	// for a pod with a user namespace of its own; "" has the runtime
+	// create one.
+	UsernsPath string
 	// ResolvConfPath, HostnamePath and HostsPath are the pod's files on the
 	// host, bound read-only at /etc/resolv.conf, /etc/hostname and
 	// /etc/hosts; "" skips one.
@@ -134,6 +138,11 @@ func Sandbox(cfg *runtimeapi.PodSandboxConfig, opts SandboxOptions) (*specs.Spec
 	if err != nil {
 		return nil, err
 	}
+	if pod.userns != nil && opts.NetNSPath != "" && opts.UsernsPath == "" {
+		// From inside the pod's user namespace, a network namespace of the
+		// node's could be neither joined nor set up (sysfs, sysctls).
+		return nil, errors.New("spec.SandboxOptions: a pod with a user namespace needs the one that owns its pinned network namespace (UsernsPath)")
+	}
 
 	hostname, err := podHostname(cfg, pod, opts.Hostname)
 	if err != nil {
@@ -209,7 +218,7 @@ func Sandbox(cfg *runtimeapi.PodSandboxConfig, opts SandboxOptions) (*specs.Spec
 		Hostname: hostname,
 		Mounts:   assembleMounts(defaultMounts(false), extra),
 		Linux: &specs.Linux{
-			Namespaces:  sandboxNamespaces(pod, opts.NetNSPath),
+			Namespaces:  sandboxNamespaces(pod, opts.NetNSPath, opts.UsernsPath),
 			CgroupsPath: cgroups,
 			Sysctl:      sysctls,
 			Resources: &specs.LinuxResources{
@@ -221,6 +230,7 @@ func Sandbox(cfg *runtimeapi.PodSandboxConfig, opts SandboxOptions) (*specs.Spec
 			Seccomp:       seccomp,
 		},
 	}
+	setUserns(s, pod.userns)
 	annotations, err := passthrough(cfg.GetAnnotations())
 	if err != nil {
 		return nil, err
@@ -272,6 +282,9 @@ func Container(cfg *runtimeapi.ContainerConfig, sandbox *runtimeapi.PodSandboxCo
 	privileged := sc.GetPrivileged()
 	if privileged && !podSC.GetPrivileged() {
 		return nil, invalidf("linux.security_context.privileged", "a privileged container needs a privileged pod sandbox (linux.security_context.privileged in the sandbox config)")
+	}
+	if privileged && pod.userns != nil {
+		return nil, invalidf("linux.security_context.privileged", "a privileged container cannot run in a pod with a user namespace of its own")
 	}
 	cg := opts.Host.Cgroups()
 
@@ -359,7 +372,7 @@ func Container(cfg *runtimeapi.ContainerConfig, sandbox *runtimeapi.PodSandboxCo
 	}
 
 	// mounts
-	cri, propagation, err := criMounts(cfg, opts.Host, opts.ImageVolumes)
+	cri, propagation, err := criMounts(cfg, opts.Host, opts.ImageVolumes, pod.userns)
 	if err != nil {
 		return nil, err
 	}
@@ -401,6 +414,7 @@ func Container(cfg *runtimeapi.ContainerConfig, sandbox *runtimeapi.PodSandboxCo
 			RootfsPropagation: propagation,
 		},
 	}
+	setUserns(s, pod.userns)
 
 	annotations, err := passthrough(cfg.GetAnnotations())
 	if err != nil {
@@ -533,4 +547,15 @@ func or(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// setUserns gives a spec the ID mappings of the pod's user namespace,
+// which the runtime needs also when the process joins the namespace: it
+// owns what it makes for the container (/dev, the console) by them.
+func setUserns(s *specs.Spec, u *Userns) {
+	if u == nil {
+		return
+	}
+	s.Linux.UIDMappings = []specs.LinuxIDMapping{u.UID}
+	s.Linux.GIDMappings = []specs.LinuxIDMapping{u.GID}
 }
