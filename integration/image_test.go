@@ -44,8 +44,9 @@ type imageEnvOptions struct {
 	// Images limits the pushed test images to these names
 	// (testregistry.Busybox*); nil pushes the whole catalog.
 	Images []string
-	// ExtraConfig, given the env's dir, returns TOML to append to
-	// corrald's config file.
+	// ExtraConfig, given the env's dir, returns TOML for corrald's config
+	// file. It goes before the env's own tables, so it may set top-level
+	// keys; tables of its own must come after those.
 	ExtraConfig func(dir string) string
 }
 
@@ -94,7 +95,7 @@ func newImageEnvWith(t *testing.T, o imageEnvOptions) *imageEnv {
 	env.config = filepath.Join(dir, "corral.toml")
 	cfg := fmt.Sprintf("[registry]\nconfig_path = %q\n[image]\npull_progress_timeout = \"30s\"\n", certs)
 	if o.ExtraConfig != nil {
-		cfg += o.ExtraConfig(dir)
+		cfg = o.ExtraConfig(dir) + "\n" + cfg
 	}
 	if err := os.WriteFile(env.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

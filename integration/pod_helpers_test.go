@@ -75,7 +75,8 @@ func newPodEnvWithCNI(t *testing.T, conflist string) *podEnv {
 }
 
 // newPodEnvWithConfig is newPodEnvWithCNI with more TOML for corrald's
-// config: extra, given the env's dir, returns it (nil: none).
+// config: extra, given the env's dir, returns it (nil: none). It goes
+// first, so it may set top-level keys before its tables.
 func newPodEnvWithConfig(t *testing.T, conflist string, extra func(dir string) string) *podEnv {
 	t.Helper()
 	img := newImageEnvWith(t, imageEnvOptions{
@@ -83,7 +84,7 @@ func newPodEnvWithConfig(t *testing.T, conflist string, extra func(dir string) s
 		ExtraConfig: func(dir string) string {
 			cfg := podConfigTOML(dir, conflist)
 			if extra != nil {
-				cfg += extra(dir)
+				cfg = extra(dir) + "\n" + cfg
 			}
 			return cfg
 		},

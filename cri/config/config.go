@@ -50,6 +50,11 @@ type Config struct {
 	// RestrictOOMScoreAdj clamps every container's oom_score_adj to no lower
 	// than corrald's own, as containerd's option of the same name does.
 	RestrictOOMScoreAdj bool `toml:"restrict_oom_score_adj" json:"restrict_oom_score_adj"`
+	// PidsLimit caps the number of processes (tasks) in each container's
+	// cgroup, the pids controller's pids.max; 0 sets none. The kubelet's
+	// podPidsLimit caps a whole pod; this guards a node whose kubelet
+	// sets none against a fork bomb in one container.
+	PidsLimit int64 `toml:"pids_limit" json:"pids_limit"`
 
 	Registry  Registry  `toml:"registry" json:"registry"`
 	Image     Image     `toml:"image" json:"image"`

@@ -199,6 +199,7 @@ func TestValidate(t *testing.T) {
 		"handler name":               {func(c *Config) { c.Runtimes["Kata_VM"] = Runtime{Shim: DefaultShim} }, []string{"runtimes.Kata_VM", "not a valid handler name"}},
 		"log level":                  {func(c *Config) { c.LogLevel = "verbose" }, []string{"log_level", "debug, info, warn or error"}},
 		"cgroup driver":              {func(c *Config) { c.CgroupDriver = "cgroupfs2" }, []string{"cgroup_driver", "systemd"}},
+		"negative pids_limit":        {func(c *Config) { c.PidsLimit = -1 }, []string{"pids_limit", "0 for no limit"}},
 		"relative conf_dir":          {func(c *Config) { c.Network.ConfDir = "net.d" }, []string{"network.conf_dir", "absolute"}},
 		"no bin_dirs":                {func(c *Config) { c.Network.BinDirs = nil }, []string{"network.bin_dirs: is empty"}},
 		"relative bin_dir":           {func(c *Config) { c.Network.BinDirs = []string{"/opt/cni/bin", "cni"} }, []string{"network.bin_dirs[1]"}},

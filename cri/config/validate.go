@@ -44,6 +44,9 @@ func (c *Config) Validate() error {
 		bad("cgroup_driver", "%q is not %q or %q (it must match the kubelet's cgroupDriver)",
 			c.CgroupDriver, CgroupDriverCgroupfs, CgroupDriverSystemd)
 	}
+	if c.PidsLimit < 0 {
+		bad("pids_limit", "%d is negative; use 0 for no limit", c.PidsLimit)
+	}
 	absolute("registry.config_path", c.Registry.ConfigPath, true)
 	if c.Image.PullProgressTimeout < 0 {
 		bad("image.pull_progress_timeout", "%s is negative; use 0s to never cancel a pull", c.Image.PullProgressTimeout.String())

@@ -129,6 +129,11 @@ cgroup_driver = {{toml .CgroupDriver}}
 # even when it has it.
 restrict_oom_score_adj = {{toml .RestrictOOMScoreAdj}}
 
+# The most processes (threads count too) each container's cgroup may hold,
+# its pids.max; 0 sets no limit. The kubelet's podPidsLimit caps a whole
+# pod; this caps every container even where the kubelet sets none.
+pids_limit = {{toml .PidsLimit}}
+
 [registry]
 # Per-registry settings in containerd's certs.d layout,
 # <config_path>/<host>/hosts.toml: server, mirrors as [host."..."] tables

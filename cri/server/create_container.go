@@ -168,7 +168,7 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 		HostnamePath:   filepath.Join(s.paths.sandboxRoot(podID), "hostname"),
 		HostsPath:      filepath.Join(s.paths.sandboxRoot(podID), "hosts"),
 		ShmPath:        shm, CgroupParent: sandboxCgroup(sb).parent, SystemdCgroup: s.systemdCgroup(), RestrictOOMScoreAdj: s.restrict,
-		Hostname: nodeName, Users: users, ImageVolumes: volPaths, Host: s.host,
+		PidsLimit: s.pidsLimit, Hostname: nodeName, Users: users, ImageVolumes: volPaths, Host: s.host,
 	})
 	if err != nil {
 		return nil, err

@@ -99,10 +99,12 @@ type Server struct {
 	net      *network.Manager // nil without a root (unit tests)
 	host     spec.Host
 	restrict bool // clamp oom_score_adj: corrald cannot lower it
-	locks    metadata.Locks
-	shims    shims
-	features handlerFeatures
-	hub      eventHub
+	// pidsLimit is every container's pids.max, the config's pids_limit.
+	pidsLimit int64
+	locks     metadata.Locks
+	shims     shims
+	features  handlerFeatures
+	hub       eventHub
 	// shimEvents carries what shims forward to debug Events streams.
 	shimEvents envelopeHub
 	oom        oomSet
@@ -145,6 +147,7 @@ func New(cfg *config.Config, store *metadata.Store, opts Options) (*Server, erro
 		metrics:         opts.Metrics,
 		ready:           opts.Ready,
 		restrict:        cfg.RestrictOOMScoreAdj || lacksCapSysResource(),
+		pidsLimit:       cfg.PidsLimit,
 		stopping:        make(chan struct{}),
 		cgroups:         cgroup.Host(),
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -179,6 +180,42 @@ func TestOOMScoreAdj(t *testing.T) {
 	opts.RestrictOOMScoreAdj = true
 	if _, err = Container(res(1), podConfig(), nil, opts); !errors.Is(err, h.oomErr) {
 		t.Errorf("err = %v, want the host's", err)
+	}
+}
+
+// TestPidsLimit: corrald's pids_limit becomes every container's pids.max,
+// privileged ones too; 0 sets none, and a negative one is a bug of the
+// caller's.
+func TestPidsLimit(t *testing.T) {
+	for _, tc := range []struct {
+		limit      int64
+		privileged bool
+		want       int64 // 0: no pids settings at all
+	}{
+		{limit: 0},
+		{limit: 1024, want: 1024},
+		{limit: 50, privileged: true, want: 50},
+	} {
+		opts := ctrOpts(newFakeHost())
+		opts.PidsLimit = tc.limit
+		cfg, pod := ctrConfig(), podConfig()
+		if tc.privileged {
+			cfg.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{Privileged: true}
+			pod.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{Privileged: true}
+		}
+		s, err := Container(cfg, pod, nil, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := s.Linux.Resources.Pids
+		if tc.want == 0 && got != nil || tc.want != 0 && (got == nil || got.Limit == nil || *got.Limit != tc.want) {
+			t.Errorf("limit %d, privileged %v: pids %+v, want %d", tc.limit, tc.privileged, got, tc.want)
+		}
+	}
+	opts := ctrOpts(newFakeHost())
+	opts.PidsLimit = -1
+	if _, err := Container(ctrConfig(), podConfig(), nil, opts); err == nil || !strings.Contains(err.Error(), "PidsLimit") {
+		t.Errorf("a negative PidsLimit: %v", err)
 	}
 }
 

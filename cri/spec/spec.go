@@ -105,6 +105,8 @@ type ContainerOptions struct {
 	// RestrictOOMScoreAdj raises the container's oom_score_adj to
 	// corrald's own when lower.
 	RestrictOOMScoreAdj bool
+	// PidsLimit is the container's pids.max; 0 sets none.
+	PidsLimit int64
 	// Hostname is the HOSTNAME variable's value when the sandbox config
 	// has no hostname: the node's name.
 	Hostname string
@@ -361,6 +363,10 @@ func Container(cfg *runtimeapi.ContainerConfig, sandbox *runtimeapi.PodSandboxCo
 		return nil, err
 	}
 	resources.Devices = append([]specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}, rules...)
+	if opts.PidsLimit > 0 {
+		limit := opts.PidsLimit
+		resources.Pids = &specs.LinuxPids{Limit: &limit}
+	}
 	if privileged {
 		all, err := opts.Host.AllDevices()
 		if err != nil {
@@ -462,6 +468,9 @@ func (o *ContainerOptions) check() error {
 	}
 	if !strings.HasPrefix(o.Rootfs, "/") {
 		errs = append(errs, fmt.Errorf("rootfs %q is not an absolute path", o.Rootfs))
+	}
+	if o.PidsLimit < 0 {
+		errs = append(errs, fmt.Errorf("PidsLimit %d is negative", o.PidsLimit))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("spec.ContainerOptions: %w", err)

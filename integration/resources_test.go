@@ -1,0 +1,107 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/corral-runtime/corral/cri/spec"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// TestContainerResources creates a container with every Linux resource
+// the CRI carries, as the kubelet sends them for a Guaranteed pod pinned to
+// a CPU, under corrald's pids_limit, and reads each back from the
+// container's cgroup files and /proc on the host: CPU quota, period and
+// shares, cpuset, memory limit, swap and hugepage limits where the node's
+// cgroups have them, oom_score_adj and pids.max. The pids limit holds
+// against a burst of forks. The unified (v2) map is applied on a v2 node
+// and refused with FailedPrecondition on a v1 one.
+func TestContainerResources(t *testing.T) {
+	const pidsLimit = 32
+	e := newPodEnvWithConfig(t, loopbackConflist, func(string) string {
+		return fmt.Sprintf("pids_limit = %d\n", pidsLimit)
+	})
+	pod := e.podConfig("limits")
+	podID := e.runPod(t, pod)
+	features := spec.OSHost{}.Cgroups()
+
+	res := &runtimeapi.LinuxContainerResources{
+		CpuPeriod: 50000, CpuQuota: 20000, CpuShares: 300,
+		CpusetCpus: "0", CpusetMems: "0",
+		MemoryLimitInBytes: 40 << 20, MemorySwapLimitInBytes: 80 << 20,
+		OomScoreAdj:    500,
+		HugepageLimits: []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 0}},
+	}
+	cfg := e.containerConfig("limited", "sleep", "1000")
+	cfg.Linux.Resources = res
+	cid, pid := e.runContainer(t, podID, pod, cfg)
+
+	for _, c := range []struct{ controller, v1, v2, want string }{
+		{"cpu", "cpu.cfs_quota_us", "cpu.max", "20000"},
+		{"cpu", "cpu.cfs_period_us", "cpu.max", "50000"},
+		{"cpu", "cpu.shares", "cpu.weight", "300"},
+		{"cpuset", "cpuset.cpus", "cpuset.cpus", "0"},
+		{"cpuset", "cpuset.mems", "cpuset.mems", "0"},
+		{"memory", "memory.limit_in_bytes", "memory.max", fmt.Sprint(40 << 20)},
+		{"pids", "pids.max", "pids.max", fmt.Sprint(pidsLimit)},
+	} {
+		got := cgroupFile(t, pid, c.controller, c.v1, c.v2)
+		// v2 files hold "quota period" together, and the weight runc
+		// derives from the shares.
+		if got != c.want && !(features.Unified && (c.v2 == "cpu.max" && strings.Contains(got, c.want) || c.v2 == "cpu.weight" && got == "12")) {
+			t.Errorf("%s = %q, want %s", c.v1, got, c.want)
+		}
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid)); err != nil || strings.TrimSpace(string(b)) != "500" {
+		t.Errorf("oom_score_adj = %q, %v; want 500", b, err)
+	}
+	if features.Swap {
+		// memory+swap on v1; swap alone on v2.
+		v1, v2 := fmt.Sprint(80<<20), fmt.Sprint(40<<20)
+		if got := cgroupFile(t, pid, "memory", "memory.memsw.limit_in_bytes", "memory.swap.max"); got != v1 && got != v2 {
+			t.Errorf("swap limit %q, want %s (v1) or %s (v2)", got, v1, v2)
+		}
+	} else {
+		t.Log("the node's memory controller accounts no swap: the swap limit is left unset, as the spec says")
+	}
+	if features.Hugetlb {
+		if got := cgroupFile(t, pid, "hugetlb", "hugetlb.2MB.limit_in_bytes", "hugetlb.2MB.max"); got != "0" {
+			t.Errorf("2MB hugepage limit %q, want 0", got)
+		}
+	} else {
+		t.Log("the node has no hugetlb controller: hugepage limits are skipped, as containerd does")
+	}
+	st, _ := e.containerStatus(t, cid)
+	if r := st.GetResources().GetLinux(); r.GetCpusetCpus() != "0" || r.GetCpuQuota() != 20000 || r.GetMemoryLimitInBytes() != 40<<20 || r.GetOomScoreAdj() != 500 {
+		t.Errorf("ContainerStatus resources %v", r)
+	}
+
+	// A burst of 2*pidsLimit background processes: the kernel refuses the
+	// forks past the limit, and the cgroup never holds more than it.
+	out, _ := e.execIn(t, cid, "sh", "-c", fmt.Sprintf(`for i in $(seq %d); do sleep 30 </dev/null >/dev/null 2>&1 & done 2>&1 | head -c 200; true`, 2*pidsLimit))
+	if n := cgroupStatValue(t, pid, "pids", "pids.events", "max"); n == 0 {
+		t.Errorf("pids.events counts no refused fork after %d forks under a limit of %d (sh said %q)", 2*pidsLimit, pidsLimit, out)
+	}
+	if cur, err := strconv.Atoi(cgroupFile(t, pid, "pids", "pids.current", "pids.current")); err != nil || cur > pidsLimit {
+		t.Errorf("pids.current %d (%v), over the limit %d", cur, err, pidsLimit)
+	}
+
+	// The unified map: cgroup v2 files by name.
+	ucfg := e.containerConfig("unified", "sleep", "1000")
+	ucfg.Linux.Resources = &runtimeapi.LinuxContainerResources{Unified: map[string]string{"memory.high": fmt.Sprint(30 << 20)}}
+	if features.Unified {
+		_, upid := e.runContainer(t, podID, pod, ucfg)
+		if got := cgroupFile(t, upid, "memory", "memory.high", "memory.high"); got != fmt.Sprint(30<<20) {
+			t.Errorf("memory.high = %q, want %d", got, 30<<20)
+		}
+	} else {
+		_, err := e.rt.CreateContainer(e.ctx(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: ucfg, SandboxConfig: pod})
+		if code, msg := grpcCode(err); code.String() != "FailedPrecondition" || !strings.Contains(msg, "unified") || !strings.Contains(msg, "cgroup v1") {
+			t.Errorf("unified settings on a cgroup v1 node: %v; want FailedPrecondition saying so", err)
+		}
+	}
+	e.removePod(t, podID)
+}
