@@ -5,12 +5,16 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/corral-runtime/corral/cri/spec"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -68,6 +72,15 @@ func TestSecurityContextAcceptance(t *testing.T) {
 		return id
 	}
 	plain := run("plain", func(*runtimeapi.LinuxContainerSecurityContext) {})
+	keyctl := buildKeyctl(t, e.dir)
+	withKeyctl := func(name string, p runtimeapi.SecurityProfile_ProfileType) string {
+		cfg := e.containerConfig(name, "sleep", "1000")
+		cfg.Linux.SecurityContext.Seccomp = &runtimeapi.SecurityProfile{ProfileType: p}
+		cfg.Mounts = []*runtimeapi.Mount{{HostPath: keyctl, ContainerPath: "/keyctl", Readonly: true}}
+		id, _ := e.runContainer(t, podID, pod, cfg)
+		return id
+	}
+	keyctlDefault, keyctlUnconfined := withKeyctl("keyctl", runtimeapi.SecurityProfile_RuntimeDefault), withKeyctl("keyctlfree", runtimeapi.SecurityProfile_Unconfined)
 
 	t.Run("run_as_user", func(t *testing.T) {
 		id := run("uid1000", func(sc *runtimeapi.LinuxContainerSecurityContext) {
@@ -82,6 +95,83 @@ func TestSecurityContextAcceptance(t *testing.T) {
 		st, _ := e.containerStatus(t, id)
 		if u := st.GetUser().GetLinux(); u.GetUid() != 1000 {
 			t.Errorf("ContainerStatus user %v, want uid 1000", u)
+		}
+	})
+
+	t.Run("users and groups", func(t *testing.T) {
+		ids := func(id string) string {
+			out, code := e.execIn(t, id, "sh", "-c", `echo $(id -u) $(id -g) $(id -G | tr ' ' '\n' | sort -n | tr '\n' ' ')`)
+			if code != 0 {
+				t.Fatalf("id: exit %d, %s", code, out)
+			}
+			return strings.TrimSpace(out)
+		}
+		// run_as_username from the image's /etc/passwd; its groups in
+		// /etc/group join the supplemental ones (policy Merge, the default).
+		merged := run("byname", func(sc *runtimeapi.LinuxContainerSecurityContext) {
+			sc.RunAsUsername = "user"
+			sc.SupplementalGroups = []int64{5000}
+		})
+		if got := ids(merged); got != "1000 1000 33 1000 5000" {
+			t.Errorf("run_as_username user, Merge: uid gid groups = %q, want 1000 1000 33 1000 5000", got)
+		}
+		strict := run("strict", func(sc *runtimeapi.LinuxContainerSecurityContext) {
+			sc.RunAsUsername = "user"
+			sc.SupplementalGroups = []int64{5000}
+			sc.SupplementalGroupsPolicy = runtimeapi.SupplementalGroupsPolicy_Strict
+		})
+		if got := ids(strict); got != "1000 1000 1000 5000" {
+			t.Errorf("policy Strict: uid gid groups = %q, want 1000 1000 1000 5000 (not the image's 33)", got)
+		}
+		st, _ := e.containerStatus(t, strict)
+		if u := st.GetUser().GetLinux(); u.GetUid() != 1000 || u.GetGid() != 1000 || !slices.Equal(u.GetSupplementalGroups(), []int64{1000, 5000}) {
+			t.Errorf("ContainerStatus user of the Strict container: %v", u)
+		}
+		group := run("group", func(sc *runtimeapi.LinuxContainerSecurityContext) {
+			sc.RunAsUser = &runtimeapi.Int64Value{Value: 1000}
+			sc.RunAsGroup = &runtimeapi.Int64Value{Value: 2000}
+		})
+		if got := ids(group); !strings.HasPrefix(got, "1000 2000 ") {
+			t.Errorf("run_as_user 1000, run_as_group 2000: %q", got)
+		}
+		cfg := e.containerConfig("nosuchuser", "sleep", "1000")
+		cfg.Linux.SecurityContext.RunAsUsername = "nosuch"
+		_, err := e.rt.CreateContainer(e.ctx(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
+		if code, msg := grpcCode(err); code.String() != "InvalidArgument" || !strings.Contains(msg, "nosuch") {
+			t.Errorf("a user the image does not have: %v; want InvalidArgument naming it", err)
+		}
+	})
+
+	t.Run("no_new_privs", func(t *testing.T) {
+		id := run("nnp", func(sc *runtimeapi.LinuxContainerSecurityContext) { sc.NoNewPrivs = true })
+		if out, _ := e.execIn(t, id, "grep", "^NoNewPrivs:", "/proc/1/status"); !strings.HasSuffix(strings.TrimSpace(out), "1") {
+			t.Errorf("no_new_privs: %q", out)
+		}
+		if out, _ := e.execIn(t, plain, "grep", "^NoNewPrivs:", "/proc/1/status"); !strings.HasSuffix(strings.TrimSpace(out), "0") {
+			t.Errorf("without no_new_privs: %q", out)
+		}
+	})
+
+	t.Run("AppArmor and SELinux", func(t *testing.T) {
+		// Neither is applied: Status says so, a Localhost AppArmor profile
+		// is refused rather than silently ignored, RuntimeDefault and
+		// SELinux options are accepted as on any node without them.
+		st, err := e.rt.Status(e.ctx(), &runtimeapi.StatusRequest{Verbose: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sec := st.GetInfo()["security"]; !strings.Contains(sec, `"apparmor":"unsupported`) || !strings.Contains(sec, `"selinux":"unsupported`) {
+			t.Errorf("Status info security = %s", sec)
+		}
+		run("lsmdefault", func(sc *runtimeapi.LinuxContainerSecurityContext) {
+			sc.Apparmor = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
+			sc.SelinuxOptions = &runtimeapi.SELinuxOption{Type: "spc_t"}
+		})
+		cfg := e.containerConfig("aaprofile", "sleep", "1000")
+		cfg.Linux.SecurityContext.Apparmor = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "k8s-deny-write"}
+		_, err = e.rt.CreateContainer(e.ctx(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
+		if code, msg := grpcCode(err); code.String() != "Unimplemented" || !strings.Contains(msg, "k8s-deny-write") || !strings.Contains(msg, "AppArmor") {
+			t.Errorf("a Localhost AppArmor profile: %v; want Unimplemented naming it", err)
 		}
 	})
 
@@ -130,6 +220,90 @@ func TestSecurityContextAcceptance(t *testing.T) {
 		}
 		if out, _ := e.execIn(t, id, "grep", "^Seccomp:", "/proc/self/status"); !strings.Contains(out, "2") {
 			t.Errorf("no seccomp filter: %s", out)
+		}
+		// keyctl(2): the kernel's keyrings are not namespaced, so the
+		// default profile refuses the whole family to every container.
+		if out, _ := e.execIn(t, keyctlUnconfined, "/keyctl"); strings.TrimSpace(out) != "ok" {
+			t.Fatalf("keyctl unconfined: %q", out)
+		}
+		if out, _ := e.execIn(t, keyctlDefault, "/keyctl"); !strings.Contains(out, "Operation not permitted") {
+			t.Errorf("keyctl under RuntimeDefault: %q; want EPERM", out)
+		}
+	})
+
+	t.Run("Localhost seccomp", func(t *testing.T) {
+		// A profile of the node's own: everything but mkdir.
+		profile := filepath.Join(e.dir, "no-mkdir.json")
+		if err := os.WriteFile(profile, []byte(`{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+			{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		id := run("localhost", func(sc *runtimeapi.LinuxContainerSecurityContext) {
+			sc.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: profile}
+		})
+		if out, code := e.execIn(t, id, "mkdir", "/tmp/d"); code == 0 || !strings.Contains(out, "not permitted") {
+			t.Errorf("mkdir under a profile refusing it: exit %d, %q", code, out)
+		}
+		if out, code := e.execIn(t, id, "touch", "/tmp/f"); code != 0 {
+			t.Errorf("touch under a profile refusing only mkdir: exit %d, %q", code, out)
+		}
+		if _, code := e.execIn(t, plain, "mkdir", "/tmp/d"); code != 0 {
+			t.Error("mkdir without the profile failed")
+		}
+		cfg := e.containerConfig("noprofile", "sleep", "1000")
+		missing := filepath.Join(e.dir, "missing.json")
+		cfg.Linux.SecurityContext.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: missing}
+		_, err := e.rt.CreateContainer(e.ctx(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
+		if code, msg := grpcCode(err); code.String() != "InvalidArgument" || !strings.Contains(msg, missing) {
+			t.Errorf("a missing Localhost profile: %v; want InvalidArgument naming it", err)
+		}
+	})
+
+	t.Run("privileged and ALL get corrald's capabilities", func(t *testing.T) {
+		// Not every capability the kernel knows: runc cannot grant one its
+		// caller lacks, and this node's root has no CAP_SYS_RESOURCE.
+		own := procCapEff(t, e.d.cmd.Process.Pid)
+		priv := run("privcaps", func(sc *runtimeapi.LinuxContainerSecurityContext) { sc.Privileged = true })
+		all := run("allcaps", func(sc *runtimeapi.LinuxContainerSecurityContext) {
+			sc.Capabilities = &runtimeapi.Capability{AddCapabilities: []string{"ALL"}}
+		})
+		for name, id := range map[string]string{"privileged": priv, "add ALL": all} {
+			if got := capEff(t, e, id); got != own {
+				t.Errorf("%s: CapEff %x, corrald holds %x", name, got, own)
+			}
+		}
+		if got := capEff(t, e, plain); got&^own != 0 || got == own {
+			t.Errorf("default capabilities %x: want a strict subset of corrald's %x", got, own)
+		}
+		if own&(1<<24) == 0 {
+			t.Log("corrald lacks CAP_SYS_RESOURCE on this node; the containers do too")
+		}
+	})
+
+	t.Run("procMount Unmasked", func(t *testing.T) {
+		// The kubelet sends the default lists for procMount Default and
+		// empty ones for Unmasked; corral applies what it is sent.
+		masked := run("procdefault", func(sc *runtimeapi.LinuxContainerSecurityContext) {
+			sc.MaskedPaths, sc.ReadonlyPaths = spec.DefaultMaskedPaths(), spec.DefaultReadonlyPaths()
+		})
+		unmasked := run("procunmasked", func(sc *runtimeapi.LinuxContainerSecurityContext) {
+			sc.MaskedPaths, sc.ReadonlyPaths = []string{}, []string{}
+		})
+		const write = "echo 1 > /proc/sys/kernel/shm_rmid_forced"
+		if out, _ := e.execIn(t, masked, "sh", "-c", "wc -c < /proc/interrupts"); strings.TrimSpace(out) != "0" {
+			t.Errorf("procMount Default: /proc/interrupts has %q bytes", out)
+		}
+		if _, code := e.execIn(t, masked, "sh", "-c", write); code == 0 {
+			t.Error("procMount Default: wrote to /proc/sys")
+		}
+		if out, _ := e.execIn(t, unmasked, "sh", "-c", "wc -c < /proc/interrupts"); strings.TrimSpace(out) == "0" {
+			t.Error("procMount Unmasked: /proc/interrupts is still masked")
+		}
+		if out, code := e.execIn(t, unmasked, "sh", "-c", write); code != 0 {
+			t.Errorf("procMount Unmasked: writing an IPC sysctl of the pod's own: exit %d, %q", code, out)
+		}
+		if out, _ := e.execIn(t, unmasked, "grep", "-c", " /proc/", "/proc/self/mounts"); strings.TrimSpace(out) != "0" {
+			t.Errorf("procMount Unmasked: %s mounts over /proc", strings.TrimSpace(out))
 		}
 	})
 
@@ -205,6 +379,52 @@ func capEff(t *testing.T, e *podEnv, id string) uint64 {
 	var v uint64
 	fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out), "CapEff:")), "%x", &v)
 	return v
+}
+
+// procCapEff reads the effective capabilities of a host process.
+func procCapEff(t *testing.T, pid int) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no CapEff in /proc/%d/status", pid)
+	return 0
+}
+
+// buildKeyctl compiles a static program that asks keyctl(2) for its
+// session keyring and prints "ok" or why not: busybox has no keyctl.
+func buildKeyctl(t *testing.T, dir string) string {
+	t.Helper()
+	src, bin := filepath.Join(dir, "keyctl.c"), filepath.Join(dir, "keyctl")
+	const prog = `#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {
+	/* KEYCTL_GET_KEYRING_ID of KEY_SPEC_SESSION_KEYRING, creating it */
+	if (syscall(SYS_keyctl, 0, -3, 1) < 0) { printf("%s\n", strerror(errno)); return 1; }
+	printf("ok\n");
+	return 0;
+}
+`
+	if err := os.WriteFile(src, []byte(prog), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("gcc", "-static", "-O2", "-o", bin, src).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // hostBlockDevice is a block device node of the host's /dev, which only a

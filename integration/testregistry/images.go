@@ -78,7 +78,7 @@ nobody:x:65534:65534:nobody:/nonexistent:/bin/false
 `
 
 const etcGroup = `root:x:0:
-www-data:x:33:
+www-data:x:33:user
 user:x:1000:
 nogroup:x:65534:
 `
@@ -126,7 +126,7 @@ func sortFiles(files []File) {
 
 // Busybox is a one-layer image with a static busybox in /bin, symlinks for
 // the common applets, /etc/passwd and /etc/group with root (0), www-data
-// (33), user (1000) and nobody (65534), the usual top-level dirs (/tmp is
+// (33, with user as a member), user (1000) and nobody (65534), the usual top-level dirs (/tmp is
 // 1777), Env PATH and Cmd ["sh"], for the platform of the running Go binary.
 func Busybox(opts ...Option) (v1.Image, error) {
 	c := newBuildConfig(opts)
