@@ -66,7 +66,7 @@ func TestContainerStats(t *testing.T) {
 // TestPodStatsCrictl is issue 8's acceptance 3: `crictl stats` and `crictl
 // statsp` show CPU and memory for a busy container that grow over time and
 // agree, within 10%, with the cgroup files read on the host around each
-// call; the pod's figures cover its containers, its processes and its
+// call (RSS and page faults too); the pod's figures cover its containers, its processes and its
 // network.
 func TestPodStatsCrictl(t *testing.T) {
 	e := newPodEnv(t)
@@ -100,15 +100,19 @@ func TestPodStatsCrictl(t *testing.T) {
 		time.Sleep(time.Second)
 
 		cpuBefore, memBefore := cgroupUint(t, "cpuacct", ctrCg, "cpuacct.usage"), workingSet(t, "memory", ctrCg)
+		rssBefore, faultsBefore := memoryStat(t, ctrCg, "total_rss", "anon"), memoryStat(t, ctrCg, "total_pgfault", "pgfault")
 		var cs runtimeapi.ListContainerStatsResponse
 		e.crictlJSON(t, &cs, "stats", "-o", "json", "--id", cid)
 		cpuAfter, memAfter := cgroupUint(t, "cpuacct", ctrCg, "cpuacct.usage"), workingSet(t, "memory", ctrCg)
+		rssAfter, faultsAfter := memoryStat(t, ctrCg, "total_rss", "anon"), memoryStat(t, ctrCg, "total_pgfault", "pgfault")
 		if len(cs.Stats) != 1 {
 			t.Fatalf("crictl stats --id %s listed %d containers", cid, len(cs.Stats))
 		}
 		c := cs.Stats[0]
 		within("container CPU", c.GetCpu().GetUsageCoreNanoSeconds().GetValue(), cpuBefore, cpuAfter)
 		within("container working set", c.GetMemory().GetWorkingSetBytes().GetValue(), memBefore, memAfter)
+		within("container RSS", c.GetMemory().GetRssBytes().GetValue(), rssBefore, rssAfter)
+		within("container page faults", c.GetMemory().GetPageFaults().GetValue(), faultsBefore, faultsAfter)
 		if v := c.GetCpu().GetUsageCoreNanoSeconds().GetValue(); v <= lastCtrCPU {
 			t.Errorf("round %d: container CPU %d, not more than the %d before", round, v, lastCtrCPU)
 		} else {
@@ -242,6 +246,16 @@ func cgroupStat(t *testing.T, path, key string) uint64 {
 	}
 	t.Fatalf("%s has no %s", path, key)
 	return 0
+}
+
+// memoryStat reads a key of the memory.stat of the cgroup at dir: v1key
+// on v1, v2key on v2.
+func memoryStat(t *testing.T, dir, v1key, v2key string) uint64 {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", "memory")); err != nil {
+		return cgroupStat(t, cgroupPath("memory", dir, "memory.stat"), v2key)
+	}
+	return cgroupStat(t, cgroupPath("memory", dir, "memory.stat"), v1key)
 }
 
 // workingSet is cAdvisor's working set of the cgroup at dir, from the files:
