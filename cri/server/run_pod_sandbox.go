@@ -38,16 +38,22 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 	if err != nil {
 		return nil, err
 	}
+	handler, rt, err := s.handler(r.GetRuntimeHandler())
+	if err != nil {
+		return nil, err
+	}
 	if spec.PodUserns(cfg) != nil {
+		// The kubelet asks only handlers that announce user namespaces;
+		// another client gets told why not, before anything is made.
+		if !s.features.get(ctx, s.cfg, s.paths.root)[handler].GetUserNamespaces() {
+			return nil, fmt.Errorf("runtime handler %q cannot run a pod with a user namespace of its own on this node: that needs an OCI runtime whose `features` lists the user namespace and a kernel that ID-maps mounts of %s (mount_setattr, Linux 5.12): %w",
+				handler, s.paths.root, errdefs.ErrFailedPrecondition)
+		}
 		for _, d := range []string{s.paths.root, s.paths.state} {
 			if err := searchable(d); err != nil {
 				return nil, fmt.Errorf("user namespace: %w: %w", err, errdefs.ErrFailedPrecondition)
 			}
 		}
-	}
-	handler, rt, err := s.handler(r.GetRuntimeHandler())
-	if err != nil {
-		return nil, err
 	}
 	// Before anything is made: a handler whose shim is not installed is
 	// the node's problem, and the same pod works once it is fixed.

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -42,5 +44,36 @@ func TestRunPodSandboxRefusesBadHandlers(t *testing.T) {
 	list, err := env.runtime.ListPodSandbox(ctxTimeout(t), &runtimeapi.ListPodSandboxRequest{})
 	if err != nil || len(list.Items) != 0 {
 		t.Errorf("pods after refused RunPodSandbox: %v, %v", list, err)
+	}
+}
+
+// TestRunPodSandboxUsernsNeedsTheFeature: a pod asking for a user
+// namespace of its own on a handler whose runtime cannot make one is
+// FailedPrecondition naming the handler, before anything is made.
+func TestRunPodSandboxUsernsNeedsTheFeature(t *testing.T) {
+	dir := t.TempDir()
+	runtime := filepath.Join(dir, "nouserns-runtime")
+	script := "#!/bin/sh\necho '{\"ociVersionMin\": \"1.0.0\", \"ociVersionMax\": \"1.1.0\", \"linux\": {\"namespaces\": [\"mount\", \"network\", \"pid\"]}}'\n"
+	if err := os.WriteFile(runtime, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.Runtimes["nouserns"] = config.Runtime{Shim: config.DefaultShim, Runtime: runtime}
+	env := newTestEnv(t, cfg)
+	ids := []*runtimeapi.IDMapping{{HostId: 100000, ContainerId: 0, Length: 65536}}
+	pod := &runtimeapi.PodSandboxConfig{
+		Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "ns", Uid: "u"},
+		Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+			NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: ids, Gids: ids}},
+		}},
+	}
+	_, err := env.runtime.RunPodSandbox(ctxTimeout(t), &runtimeapi.RunPodSandboxRequest{Config: pod, RuntimeHandler: "nouserns"})
+	st := status.Convert(err)
+	if st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), `runtime handler "nouserns"`) || !strings.Contains(st.Message(), "user namespace") {
+		t.Errorf("a user namespace on a handler without them: %v", err)
+	}
+	list, err := env.runtime.ListPodSandbox(ctxTimeout(t), &runtimeapi.ListPodSandboxRequest{})
+	if err != nil || len(list.Items) != 0 {
+		t.Errorf("pods after a refused RunPodSandbox: %v, %v", list, err)
 	}
 }
