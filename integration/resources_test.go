@@ -2,10 +2,13 @@ package integration
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/corral-runtime/corral/cri/spec"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -104,4 +107,60 @@ func TestContainerResources(t *testing.T) {
 		}
 	}
 	e.removePod(t, podID)
+}
+
+// TestPodCgroupParent runs a pod under a cgroup_parent named the kubelet's
+// way (cgroupfs: /kubepods/burstable/pod<uid>): its containers' cgroups
+// are PARENT/<container id>, PodSandboxStats reads the parent, and
+// RemovePodSandbox leaves the parent, which is the kubelet's, in place.
+func TestPodCgroupParent(t *testing.T) {
+	top := fmt.Sprintf("/corral-it-%d", os.Getpid())
+	parent := top + "/burstable/pod-uid-1"
+	// Registered first, so it runs after the env's cleanup has removed
+	// the pods: the test plays the kubelet, which removes its own cgroups.
+	t.Cleanup(func() { removeCgroupTree(top) })
+	e := newPodEnv(t)
+	pod := e.podConfig("kubepod")
+	pod.Linux.CgroupParent = parent
+	podID := e.runPod(t, pod)
+	cid, pid := e.runContainer(t, podID, pod, e.containerConfig("app", "sh", "-c", "while :; do :; done"))
+	if got := cgroupDir(t, pid); got != parent+"/"+cid {
+		t.Errorf("container cgroup %s, want %s/%s", got, parent, cid)
+	}
+	waitUntil(t, 10*time.Second, "the pod's CPU usage in its parent cgroup", func() (bool, string) {
+		before := cgroupUint(t, "cpuacct", parent, "cpuacct.usage")
+		resp, err := e.rt.PodSandboxStats(e.ctx(), &runtimeapi.PodSandboxStatsRequest{PodSandboxId: podID})
+		if err != nil {
+			return false, err.Error()
+		}
+		got := resp.GetStats().GetLinux().GetCpu().GetUsageCoreNanoSeconds().GetValue()
+		after := cgroupUint(t, "cpuacct", parent, "cpuacct.usage")
+		return before > 0 && got >= before && got <= after, fmt.Sprintf("pod CPU %d, the parent cgroup %d before and %d after", got, before, after)
+	})
+	e.removePod(t, podID)
+	if _, err := os.Stat(cgroupPath("memory", parent, "")); err != nil {
+		t.Errorf("RemovePodSandbox removed the kubelet's cgroup %s: %v", parent, err)
+	}
+	if _, err := os.Stat(cgroupPath("memory", parent+"/"+cid, "")); err == nil {
+		t.Errorf("the container's cgroup is still there after RemovePodSandbox")
+	}
+}
+
+// removeCgroupTree removes a cgroup and the ones below it from every v1
+// hierarchy and the v2 tree, deepest first.
+func removeCgroupTree(p string) {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
+	roots = append(roots, "/sys/fs/cgroup")
+	for _, r := range roots {
+		var dirs []string
+		filepath.WalkDir(filepath.Join(r, p), func(d string, de fs.DirEntry, err error) error {
+			if err == nil && de.IsDir() {
+				dirs = append(dirs, d)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			os.Remove(dirs[i])
+		}
+	}
 }
