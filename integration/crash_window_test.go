@@ -114,9 +114,31 @@ func TestCorraldSettlesDeadShim(t *testing.T) {
 				return st.State == runtimeapi.ContainerState_CONTAINER_EXITED && !processAlive(pid),
 					fmt.Sprintf("state %s, process %d alive %v", st.State, pid, processAlive(pid))
 			})
+			if st, _ := e.containerStatus(t, ctr); st.ExitCode != 255 || st.Reason != "Unknown" {
+				t.Errorf("the dead shim's container exited with %d, %q; want 255, \"Unknown\" (its real exit went with the shim)", st.ExitCode, st.Reason)
+			}
 			if st, _ := e.podStatus(t, podID); st.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
 				t.Errorf("the pod of the dead shim is %s, want NOTREADY", st.State)
 			}
+			// Settled means cleaned up on the host, before the kubelet
+			// removes anything: no runc state, no rootfs mount, no
+			// container cgroup (the pod's own goes with the pod, as
+			// after a stop).
+			waitUntil(t, 15*time.Second, "the dead shim's runc state, mounts and container cgroups are gone", func() (bool, string) {
+				var left []string
+				for _, root := range e.watch.runcRootsNow() {
+					for _, id := range runcContainers(root) {
+						if id == ctr || id == podID {
+							left = append(left, "runc state "+filepath.Join(root, id))
+						}
+					}
+				}
+				for _, m := range mountsUnder(filepath.Join(e.state, "containers")) {
+					left = append(left, "mount "+m)
+				}
+				left = append(left, cgroupsNamed(ctr)...)
+				return len(left) == 0, fmt.Sprint(left)
+			})
 			e.removePod(t, podID)
 			e.checkNoLeaks(t)
 		})

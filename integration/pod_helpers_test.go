@@ -663,6 +663,12 @@ func (w *leakWatch) cgroupsOf() []string {
 	w.mu.Lock()
 	ids := sortedKeys(w.ids)
 	w.mu.Unlock()
+	return cgroupsNamed(ids...)
+}
+
+// cgroupsNamed lists the cgroup directories, in every hierarchy, whose
+// name holds one of ids; it does not look below one it lists.
+func cgroupsNamed(ids ...string) []string {
 	if len(ids) == 0 {
 		return nil
 	}
