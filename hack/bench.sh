@@ -14,7 +14,8 @@
 #   4. runs hack/cribench: the table goes to stdout, the JSON to
 #      bin/bench/TIMESTAMP.json for comparison across commits
 #   5. removes the pods, stops what it started (by pid), unmounts what was
-#      mounted under its temp dir, deletes both bridges
+#      mounted under its temp dir, deletes both bridges; a run killed before
+#      it could (SIGKILL) is cleaned up by the next one (reap_stale)
 #
 # The machine is shared: run it under flock /tmp/corral-heavy.lock, and
 # read the load averages the table prints before trusting its figures.
@@ -63,9 +64,17 @@ if [ -z "${MAKELEVEL:-}" ]; then
 	make -C "$repo" --no-print-directory build bin/crictl bin/critest
 fi
 
+bridges=(crbench0 crbench1)
+reap_stale '/tmp/corral-bench.*'
+if ! compgen -G '/tmp/corral-bench.*' >/dev/null; then
+	# No other run: bridges left by a killed one are stale.
+	for br in "${bridges[@]}"; do
+		ip link show "$br" >/dev/null 2>&1 && ip link delete "$br"
+	done
+fi
 # A short path: unix socket paths under it must stay below 108 bytes.
 work=$(mktemp -d /tmp/corral-bench.XXXXXX)
-bridges=(crbench0 crbench1)
+claim_work "$work"
 images_pid=""
 corral_pid="" corral_socket=""
 ctrd_pid="" ctrd_socket=""

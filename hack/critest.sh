@@ -122,11 +122,13 @@ for port in 12000 12001 12002 12003; do
 done
 
 # A short path: unix socket paths under it must stay below 108 bytes.
+reap_stale '/tmp/corral-critest.*'
 work=$(mktemp -d /tmp/corral-critest.XXXXXX)
 # Searchable by all, as /var/lib and /run are: a pod with a user namespace
 # runs as an unprivileged host ID, which must reach its rootfs below the
 # runtime's root and state.
 chmod 0711 "$work"
+claim_work "$work"
 results=$bin/critest-results/$endpoint
 mkdir -p "$results"
 bridge=crtest0 # the CNI bridge, created by the bridge plugin on first use

@@ -14,6 +14,10 @@
 #   stop_runtime DIR PID SOCKET  removes its pods through the runtime, stops
 #                                it, then kills containers and shims that
 #                                outlived it (found under DIR)
+#   claim_work WORK              marks WORK as this script's (owner.pid)
+#   reap_stale GLOB              cleans up the work dirs of runs killed
+#                                before their cleanup (runtime.pid,
+#                                images.pid), as their cleanup would have
 #   unmount_under DIR            unmounts everything under DIR, deepest first
 #   stop_pid PID [GRACE]         SIGTERM, then SIGKILL after GRACE seconds
 #
@@ -56,6 +60,56 @@ wait_for() {
 	done
 }
 
+# closed_fds runs a command with only stdin, stdout and stderr open. The
+# registry and the runtimes run in sessions of their own and outlive a
+# script killed with SIGKILL; they must not keep what the script held open,
+# above all flock's lock on /tmp/corral-heavy.lock, which every heavy test
+# of every helper waits for.
+closed_fds() {
+	local fd
+	for fd in /proc/$BASHPID/fd/*; do
+		fd=${fd##*/}
+		if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+	done
+	exec "$@"
+}
+
+# claim_work marks WORK as this script's, so that reap_stale leaves it
+# alone while the script lives.
+claim_work() { echo $$ >"$1/owner.pid"; }
+
+# started_under tells whether PID is a process whose command line names
+# DIR: a pid file of a dead run may name a pid reused since.
+started_under() {
+	[ -n "$1" ] && tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -qF "$2/"
+}
+
+# reap_stale cleans up after runs that were killed before their cleanup
+# could run (SIGKILL): in each dir matching GLOB whose owner is gone, it
+# stops the runtimes with their pods and shims and the registry, unmounts
+# what is mounted, and removes the dir.
+reap_stale() {
+	local work owner f dir pid
+	for work in $1; do
+		[ -f "$work/owner.pid" ] || continue
+		owner=$(cat "$work/owner.pid")
+		if [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null; then
+			continue
+		fi
+		log "cleaning up after a run killed before its cleanup: $work"
+		for f in "$work"/runtime.pid "$work"/*/runtime.pid; do
+			[ -f "$f" ] || continue
+			dir=$(dirname "$f") pid=$(cat "$f")
+			started_under "$pid" "$dir" || pid=""
+			stop_runtime "$dir" "$pid" "$(cat "$dir/runtime.socket" 2>/dev/null)"
+		done
+		pid=$(cat "$work/images.pid" 2>/dev/null)
+		if started_under "$pid" "$work"; then stop_pid "$pid"; fi
+		unmount_under "$work"
+		if [ -z "$(mounts_under "$work")" ]; then rm -rf --one-file-system "$work"; fi
+	done
+}
+
 # mounts_under prints the mount points under DIR, deepest first.
 mounts_under() {
 	awk -v w="$1/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo | sort -r
@@ -79,10 +133,11 @@ start_images() {
 	(cd "$runtimes_repo" && "$go_bin" build -o "$work/critestimages" ./hack/critestimages)
 	# setsid: a Ctrl-C reaches the foreground job, while cleanup stops the
 	# daemons in order.
-	setsid "$work/critestimages" serve -dir "$work/registry" -certs "$work/certs.d" \
+	closed_fds setsid "$work/critestimages" serve -dir "$work/registry" -certs "$work/certs.d" \
 		-pause "$bin/corral-pause" -deb-cache "$bin/critest-debs" \
 		>"$work/images.out" 2>"$work/images.log" &
 	images_pid=$!
+	echo "$images_pid" >"$work/images.pid"
 	if ! wait_for "the image registry" "$images_pid" 300 grep -qx ready "$work/images.out"; then
 		cat "$work/images.log" >&2
 		return 1
@@ -152,7 +207,7 @@ EOF
 		runtime_socket=$dir/state/corral.sock
 		runtime_nri_socket=$dir/state/nri.sock
 		# PATH: corrald finds containerd-shim-corral-v2 next to it this way.
-		PATH="$runtimes_bin:$PATH" setsid unshare --ipc "$runtimes_bin/corrald" --config "$dir/corrald.toml" \
+		PATH="$runtimes_bin:$PATH" closed_fds setsid unshare --ipc "$runtimes_bin/corrald" --config "$dir/corrald.toml" \
 			--root "$dir/root" --state "$dir/state" --log-level "$level" \
 			>"$dir/runtime.log" 2>&1 &
 		runtime_pid=$!
@@ -201,7 +256,7 @@ EOF
 		# containerd 1.6 has only NRI v0.1, which critest's plugins cannot
 		# speak: its NRI specs skip.
 		runtime_nri_socket=""
-		setsid unshare --ipc containerd --config "$dir/config.toml" >"$dir/runtime.log" 2>&1 &
+		closed_fds setsid unshare --ipc containerd --config "$dir/config.toml" >"$dir/runtime.log" 2>&1 &
 		runtime_pid=$!
 		;;
 	*)
@@ -209,6 +264,8 @@ EOF
 		return 1
 		;;
 	esac
+	echo "$runtime_pid" >"$dir/runtime.pid"
+	echo "$runtime_socket" >"$dir/runtime.socket"
 	if ! wait_for "$endpoint" "$runtime_pid" 30 "$runtimes_bin/crictl" --runtime-endpoint "unix://$runtime_socket" --timeout 2s version; then
 		tail -40 "$dir/runtime.log" >&2
 		return 1
