@@ -261,13 +261,30 @@ func (e *podEnv) startContainer(t *testing.T, id string) {
 }
 
 // runContainer creates and starts a container and waits until it runs; it
-// returns its ID and the pid of its process.
+// returns its ID and the pid of its process, or 0 if the process has exited
+// already.
 func (e *podEnv) runContainer(t *testing.T, podID string, pod *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig) (string, int) {
 	t.Helper()
 	id := e.createContainer(t, podID, pod, cfg)
 	e.startContainer(t, id)
-	e.waitContainer(t, id, runtimeapi.ContainerState_CONTAINER_RUNNING, 30*time.Second)
-	return id, e.containerPid(t, id)
+	// A short-lived command may have exited by the time its status is read:
+	// that is a started container too, with no process left to name.
+	var st *runtimeapi.ContainerStatus
+	waitUntil(t, 30*time.Second, fmt.Sprintf("container %s runs", id), func() (bool, string) {
+		st, _ = e.containerStatus(t, id)
+		return st.State == runtimeapi.ContainerState_CONTAINER_RUNNING || st.State == runtimeapi.ContainerState_CONTAINER_EXITED,
+			fmt.Sprintf("state %s, reason %q, message %q", st.State, st.Reason, st.Message)
+	})
+	if st.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+		_, info := e.containerStatus(t, id)
+		if pid := pidInInfo(info); pid > 0 && processAlive(pid) {
+			e.watch.track(pid, "process of container "+id)
+			return id, pid
+		}
+		// Gone already: its exit must reach the status soon.
+		e.waitContainer(t, id, runtimeapi.ContainerState_CONTAINER_EXITED, 30*time.Second)
+	}
+	return id, 0
 }
 
 func (e *podEnv) containerStatus(t *testing.T, id string) (*runtimeapi.ContainerStatus, map[string]string) {
