@@ -34,9 +34,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/nri/pkg/adaptation"
 	"github.com/containerd/nri/pkg/api"
 	nrilog "github.com/containerd/nri/pkg/log"
@@ -92,6 +94,9 @@ type NRI struct {
 	states map[string]state
 	// exits are the exit notifications in flight, which Stop waits for;
 	// once closed, no more start.
+	// socket is where plugins connect ("" when they cannot).
+	socket string
+
 	exitMu sync.Mutex
 	closed bool
 	exits  sync.WaitGroup
@@ -103,7 +108,7 @@ func New(cfg Config, name, version string, rt Runtime, log *slog.Logger) (*NRI, 
 	if log == nil {
 		log = slog.Default()
 	}
-	n := &NRI{rt: rt, log: log.With("component", "nri"), states: map[string]state{}}
+	n := &NRI{rt: rt, log: log.With("component", "nri"), states: map[string]state{}, socket: cfg.SocketPath}
 	// NRI's logger and timeouts are the library's globals: one corrald
 	// has one NRI. The logger is set once, since the library's goroutines
 	// read it unlocked.
@@ -138,6 +143,9 @@ func (n *NRI) Start(ctx context.Context) error {
 	if n == nil {
 		return nil
 	}
+	if err := socketFree(ctx, n.socket); err != nil {
+		return err
+	}
 	pods, ctrs, err := n.rt.Snapshot(ctx)
 	if err != nil {
 		return fmt.Errorf("nri: list pods and containers: %w", err)
@@ -149,6 +157,27 @@ func (n *NRI) Start(ctx context.Context) error {
 		return fmt.Errorf("nri: %w", err)
 	}
 	return nil
+}
+
+// socketFree fails if a live process serves path. The NRI library removes
+// whatever is at its socket path before it listens, so on a node where
+// containerd 2 or CRI-O already serves NRI at the default path, starting
+// would silently take their plugins' socket away. A stale socket (nobody
+// answers) is what a killed corrald leaves, and is fine to replace.
+func socketFree(ctx context.Context, path string) error {
+	if path == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil
+	}
+	c.Close()
+	return fmt.Errorf("nri: %s is served by another process (another runtime's NRI?): corrald will not take it over; "+
+		"set [nri] socket_path to a path of corral's own, or [nri] enable = false: %w", path, errdefs.ErrAlreadyExists)
 }
 
 // Stop disconnects the plugins and stops those corrald started.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
 	"github.com/corral-runtime/corral/metadata"
@@ -447,5 +449,47 @@ func TestContainerFromSparseSpecs(t *testing.T) {
 	}
 	if p := Pod(metadata.Sandbox{ID: "p"}, nil, ""); p.GetId() != "p" {
 		t.Errorf("pod id %q", p.GetId())
+	}
+}
+
+// TestSocketInUse: a socket another runtime serves is left to it; the one a
+// killed corrald left behind is taken over.
+func TestSocketInUse(t *testing.T) {
+	for _, live := range []bool{true, false} {
+		t.Run(fmt.Sprintf("live=%v", live), func(t *testing.T) {
+			dir := t.TempDir()
+			sock := filepath.Join(dir, "nri.sock")
+			l, err := net.Listen("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.(*net.UnixListener).SetUnlinkOnClose(false)
+			if live {
+				defer l.Close()
+			} else {
+				l.Close()
+			}
+			n, err := New(Config{SocketPath: sock, PluginPath: filepath.Join(dir, "plugins"), PluginConfigPath: filepath.Join(dir, "conf.d")},
+				"corral", "test", &fakeRuntime{}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = n.Start(context.Background())
+			if !live {
+				if err != nil {
+					t.Fatalf("a stale socket: %v", err)
+				}
+				n.Stop()
+				return
+			}
+			if !errdefs.IsAlreadyExists(err) || !strings.Contains(err.Error(), sock) {
+				t.Fatalf("a live socket: got %v, want AlreadyExists naming %s", err, sock)
+			}
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				t.Fatalf("the other runtime's socket is gone: %v", err)
+			}
+			c.Close()
+		})
 	}
 }
