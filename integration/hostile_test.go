@@ -151,6 +151,27 @@ func TestHostileInput(t *testing.T) {
 		{"absurd CPU shares", res(func(r *runtimeapi.LinuxContainerResources) { r.CpuShares = 1 << 40 }), "cpu_shares"},
 		{"negative CPU quota", res(func(r *runtimeapi.LinuxContainerResources) { r.CpuQuota = -5000 }), "cpu_quota"},
 		{"oom_score_adj 5000", res(func(r *runtimeapi.LinuxContainerResources) { r.OomScoreAdj = 5000 }), "oom_score_adj"},
+		// Fields that become file names on the node: a cgroup file, a
+		// /proc/sys entry, a hugetlb file, a seccomp profile, a path
+		// masked in the container, a path inside an image volume.
+		{"cgroup v2 key as a path", res(func(r *runtimeapi.LinuxContainerResources) {
+			r.Unified = map[string]string{"../../../../etc/motd": "x"}
+		}), "unified"},
+		{"hugepage size as a path", res(func(r *runtimeapi.LinuxContainerResources) {
+			r.HugepageLimits = []*runtimeapi.HugepageLimit{{PageSize: "../../x", Limit: 1 << 21}}
+		}), "page_size"},
+		{"sysctl name as a path", pod(func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.Sysctls = map[string]string{"net/../../../../etc/motd": "x"}
+		}), "sysctls"},
+		{"relative seccomp profile", ctr(func(c *runtimeapi.ContainerConfig) {
+			c.Linux.SecurityContext.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "../../../../etc/shadow"}
+		}), "localhost_ref"},
+		{"masked path escaping", ctr(func(c *runtimeapi.ContainerConfig) {
+			c.Linux.SecurityContext.MaskedPaths = []string{"/proc/../../../etc"}
+		}), "masked_paths"},
+		{"image sub-path escaping", ctr(func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/img", Image: &runtimeapi.ImageSpec{Image: e.busyboxID}, ImageSubPath: "../../.."}}
+		}), "image_sub_path"},
 		{"NUL in an argument", ctr(func(c *runtimeapi.ContainerConfig) { c.Command = []string{"sleep", "1\x00000"} }), "command[1]"},
 		{"3 MiB of arguments", ctr(func(c *runtimeapi.ContainerConfig) { c.Args = manyArgs }), "command"},
 		{"env name with =", ctr(func(c *runtimeapi.ContainerConfig) {
