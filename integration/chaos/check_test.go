@@ -212,8 +212,18 @@ func (e *env) check(m *model, l listed) []string {
 			bad("iptables still maps ports for pod %.12s, which is not listed", id)
 		}
 	}
+	// The IDs this run's corrald ever named: what the clients were told
+	// of, and what its log names (a pod or container whose creation
+	// failed, was rolled back or was cut short by a kill, which no
+	// client ever heard of). Cgroups are named by ID outside the run's
+	// dirs, so only these are its own.
 	var gone = map[string]bool{}
 	for id := range m.seen {
+		if !known(id) {
+			gone[id] = true
+		}
+	}
+	for id := range e.loggedIDs() {
 		if !known(id) {
 			gone[id] = true
 		}

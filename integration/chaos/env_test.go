@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +49,10 @@ type env struct {
 	images []string // references through the proxy; images[0] runs every container
 
 	logs *os.File // corrald's output, across restarts
+	// logIDs are the pod and container IDs corrald's log has named so
+	// far, read up to logRead.
+	logIDs  map[string]bool
+	logRead int64
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -315,6 +321,36 @@ func (e *env) dumpStacks(why string) {
 	}
 	e.mu.Unlock()
 	time.Sleep(time.Second)
+}
+
+// loggedID is an ID as corrald's log names it: pod=, container=, id=.
+var loggedID = regexp.MustCompile(`=([0-9a-f]{64})\b`)
+
+// loggedIDs returns every ID corrald's log has named, reading only what
+// was written since the last call, up to its last complete line.
+func (e *env) loggedIDs() map[string]bool {
+	if e.logIDs == nil {
+		e.logIDs = map[string]bool{}
+	}
+	f, err := os.Open(e.logs.Name())
+	if err != nil {
+		return e.logIDs
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.NewSectionReader(f, e.logRead, 1<<62))
+	if err != nil {
+		return e.logIDs
+	}
+	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+		b = b[:i+1]
+	} else {
+		b = nil
+	}
+	e.logRead += int64(len(b))
+	for _, m := range loggedID.FindAllSubmatch(b, -1) {
+		e.logIDs[string(m[1])] = true
+	}
+	return e.logIDs
 }
 
 func (e *env) hangPids() string { return filepath.Join(e.dir, "cni-hanging") }
