@@ -64,25 +64,28 @@ func TestContainerStats(t *testing.T) {
 }
 
 // TestPodStatsCrictl is issue 8's acceptance 3: `crictl stats` and `crictl
-// statsp` show CPU and memory for a busy container that grow over time and
-// agree, within 10%, with the cgroup files read on the host around each
-// call (RSS and page faults too); the pod's figures cover its containers, its processes and its
-// network.
+// statsp` show CPU and memory for a busy container that both grow over
+// time and agree, within 10%, with the cgroup files read on the host around
+// each call (RSS and page faults too); the pod's figures cover its
+// containers, its processes and its network.
 func TestPodStatsCrictl(t *testing.T) {
 	e := newPodEnv(t)
 	pod := e.podConfig("statsp")
 	podID := e.runPod(t, pod)
-	// A shell spinning on one core, holding a 16 MB string in memory.
+	// A shell spinning on one core while another takes 2 MB more memory
+	// every half second, one variable each so that no copy of the ones
+	// before comes and goes, up to 64 MB.
+	const step = 2000000
 	cid, pid := e.runContainer(t, podID, pod, e.containerConfig("spin", "sh", "-c",
-		`x=$(head -c 16000000 /dev/zero | tr '\0' a); while :; do :; done`))
+		fmt.Sprintf(`while :; do :; done & i=0; while [ $i -lt 32 ]; do eval "v$i=\$(head -c %d /dev/zero | tr '\0' a)"; i=$((i+1)); sleep 0.5; done; wait`, step)))
 	ctrCg := cgroupDir(t, pid)
 	podCg := filepath.Dir(ctrCg)
 	if filepath.Base(ctrCg) != cid || filepath.Base(podCg) != podID {
 		t.Errorf("container cgroup %s: want POD/CONTAINER, the pod's cgroup named after the pod", ctrCg)
 	}
-	waitUntil(t, 20*time.Second, "the container holds its 16 MB", func() (bool, string) {
+	waitUntil(t, 20*time.Second, "the container holds its first 2 MB", func() (bool, string) {
 		ws := workingSet(t, "memory", ctrCg)
-		return ws >= 16e6, fmt.Sprintf("working set %d", ws)
+		return ws >= step, fmt.Sprintf("working set %d", ws)
 	})
 
 	// within checks that a value the runtime reported lies between the
@@ -95,9 +98,16 @@ func TestPodStatsCrictl(t *testing.T) {
 			t.Errorf("%s: crictl says %d, the cgroup %d before and %d after", what, got, before, after)
 		}
 	}
-	var lastCtrCPU, lastPodCPU uint64
+	var lastCtrCPU, lastPodCPU, lastCtrMem, lastPodMem uint64
 	for round := range 3 {
-		time.Sleep(time.Second)
+		// Wait for three more steps than crictl last saw, so that even a
+		// reading taken while a step's output was still being copied
+		// (twice its size, briefly) is below this round's.
+		waitUntil(t, 30*time.Second, "the container takes more memory", func() (bool, string) {
+			ctr, pod := workingSet(t, "memory", ctrCg), workingSet(t, "memory", podCg)
+			return ctr > lastCtrMem+3*step && pod > lastPodMem+3*step,
+				fmt.Sprintf("working sets: container %d, crictl saw %d; pod %d, crictl saw %d", ctr, lastCtrMem, pod, lastPodMem)
+		})
 
 		cpuBefore, memBefore := cgroupUint(t, "cpuacct", ctrCg, "cpuacct.usage"), workingSet(t, "memory", ctrCg)
 		rssBefore, faultsBefore := memoryStat(t, ctrCg, "total_rss", "anon"), memoryStat(t, ctrCg, "total_pgfault", "pgfault")
@@ -118,6 +128,12 @@ func TestPodStatsCrictl(t *testing.T) {
 		} else {
 			lastCtrCPU = v
 		}
+		t.Logf("round %d: container CPU %d ns, working set %d", round, c.GetCpu().GetUsageCoreNanoSeconds().GetValue(), c.GetMemory().GetWorkingSetBytes().GetValue())
+		if v := c.GetMemory().GetWorkingSetBytes().GetValue(); v <= lastCtrMem {
+			t.Errorf("round %d: container working set %d, not more than the %d before", round, v, lastCtrMem)
+		} else {
+			lastCtrMem = v
+		}
 
 		cpuBefore, memBefore = cgroupUint(t, "cpuacct", podCg, "cpuacct.usage"), workingSet(t, "memory", podCg)
 		var ps runtimeapi.ListPodSandboxStatsResponse
@@ -133,6 +149,11 @@ func TestPodStatsCrictl(t *testing.T) {
 			t.Errorf("round %d: pod CPU %d: not more than before (%d), or less than its container's", round, v, lastPodCPU)
 		} else {
 			lastPodCPU = v
+		}
+		if v := p.GetMemory().GetWorkingSetBytes().GetValue(); v <= lastPodMem {
+			t.Errorf("round %d: pod working set %d, not more than the %d before", round, v, lastPodMem)
+		} else {
+			lastPodMem = v
 		}
 		if n := p.GetProcess().GetProcessCount().GetValue(); n < 2 {
 			t.Errorf("pod process count %d; the pause process and the shell are in it", n)
