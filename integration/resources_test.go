@@ -82,6 +82,28 @@ func TestContainerResources(t *testing.T) {
 		t.Errorf("ContainerStatus resources %v", r)
 	}
 
+	// The kubelet's oom_score_adj for a Guaranteed pod's containers is
+	// -997. Lowering it below corrald's own needs CAP_SYS_RESOURCE; without
+	// it the container gets corrald's value instead of failing to start.
+	gcfg := e.containerConfig("guaranteed", "sleep", "1000")
+	gcfg.Linux.Resources = &runtimeapi.LinuxContainerResources{OomScoreAdj: -997}
+	gid, gpid := e.runContainer(t, podID, pod, gcfg)
+	want := "-997"
+	if procCapEff(t, e.d.cmd.Process.Pid)&(1<<24) == 0 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", e.d.cmd.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = strings.TrimSpace(string(b))
+		t.Logf("corrald lacks CAP_SYS_RESOURCE: -997 is clamped to its own %s", want)
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", gpid)); err != nil || strings.TrimSpace(string(b)) != want {
+		t.Errorf("oom_score_adj of a container asking for -997 = %q, %v; want %s", b, err, want)
+	}
+	if st, _ := e.containerStatus(t, gid); st.GetState() != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("the container asking for -997 is %v", st.GetState())
+	}
+
 	// A burst of 2*pidsLimit background processes: the kernel refuses the
 	// forks past the limit, and the cgroup never holds more than it.
 	out, _ := e.execIn(t, cid, "sh", "-c", fmt.Sprintf(`for i in $(seq %d); do sleep 30 </dev/null >/dev/null 2>&1 & done 2>&1 | head -c 200; true`, 2*pidsLimit))
