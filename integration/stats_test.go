@@ -72,20 +72,27 @@ func TestPodStatsCrictl(t *testing.T) {
 	e := newPodEnv(t)
 	pod := e.podConfig("statsp")
 	podID := e.runPod(t, pod)
-	// A shell spinning on one core while another takes 2 MB more memory
-	// every half second, one variable each so that no copy of the ones
-	// before comes and goes, up to 64 MB.
+	// A shell spinning on one core while another holds a 16 MB string
+	// (RSS large enough that short-lived helpers do not move it by 10%)
+	// and takes 2 MB more memory every half second, up to 48 MB: files in
+	// the pod's /dev/shm, whose tmpfs pages are charged to the container
+	// that writes them. Unlike a shell variable's copies, they never come
+	// and go, so the container's memory only grows and every figure lies
+	// between the readings around it.
 	const step = 2000000
 	cid, pid := e.runContainer(t, podID, pod, e.containerConfig("spin", "sh", "-c",
-		fmt.Sprintf(`while :; do :; done & i=0; while [ $i -lt 32 ]; do eval "v$i=\$(head -c %d /dev/zero | tr '\0' a)"; i=$((i+1)); sleep 0.5; done; wait`, step)))
+		fmt.Sprintf(`while :; do :; done & x=$(head -c 16000000 /dev/zero | tr '\0' a); i=0; while [ $i -lt 24 ]; do head -c %d /dev/zero > /dev/shm/m$i; i=$((i+1)); sleep 0.5; done; wait`, step)))
 	ctrCg := cgroupDir(t, pid)
 	podCg := filepath.Dir(ctrCg)
 	if filepath.Base(ctrCg) != cid || filepath.Base(podCg) != podID {
 		t.Errorf("container cgroup %s: want POD/CONTAINER, the pod's cgroup named after the pod", ctrCg)
 	}
-	waitUntil(t, 20*time.Second, "the container holds its first 2 MB", func() (bool, string) {
+	// The first file comes after the string is made: the copies the shell
+	// makes on the way, 16 MB more, are gone by then.
+	waitUntil(t, 20*time.Second, "the container holds its 16 MB and wrote its first file", func() (bool, string) {
+		_, code := e.execIn(t, cid, "test", "-e", "/dev/shm/m0")
 		ws := workingSet(t, "memory", ctrCg)
-		return ws >= step, fmt.Sprintf("working set %d", ws)
+		return code == 0 && ws >= 16e6, fmt.Sprintf("working set %d, first file there: %t", ws, code == 0)
 	})
 
 	// within checks that a value the runtime reported lies between the
@@ -100,12 +107,10 @@ func TestPodStatsCrictl(t *testing.T) {
 	}
 	var lastCtrCPU, lastPodCPU, lastCtrMem, lastPodMem uint64
 	for round := range 3 {
-		// Wait for three more steps than crictl last saw, so that even a
-		// reading taken while a step's output was still being copied
-		// (twice its size, briefly) is below this round's.
+		// Wait for a step more than crictl last saw.
 		waitUntil(t, 30*time.Second, "the container takes more memory", func() (bool, string) {
 			ctr, pod := workingSet(t, "memory", ctrCg), workingSet(t, "memory", podCg)
-			return ctr > lastCtrMem+3*step && pod > lastPodMem+3*step,
+			return ctr > lastCtrMem+step && pod > lastPodMem+step,
 				fmt.Sprintf("working sets: container %d, crictl saw %d; pod %d, crictl saw %d", ctr, lastCtrMem, pod, lastPodMem)
 		})
 
