@@ -7,6 +7,11 @@ PREFIX    ?= /usr/local
 BINARIES  := corrald corralctl containerd-shim-corral-v2
 GOFLAGS   ?= -trimpath
 LDFLAGS   ?= -s -w
+# grpcnotrace drops grpc's x/net/trace (and html/template with it);
+# nri_no_wasm drops NRI's WebAssembly plugin runtime (wazero): corrald runs
+# NRI plugins as processes and over its socket only. Together they take
+# 2.9 MB off corrald, most of which would be resident (make bench).
+BUILDTAGS ?= grpcnotrace,nri_no_wasm
 TEST_TIMEOUT ?= 25m
 export PATH := $(shell $(GO) env GOPATH)/bin:/usr/local/go/bin:$(PATH)
 
@@ -19,7 +24,7 @@ deps:
 
 build: $(BIN)/corral-pause
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build $(GOFLAGS) -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS) -tags '$(BUILDTAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 
 # corral-pause: every pod's infra process, static so that it runs from an
 # empty rootfs. gcc prints a bare "libc.a" when the static libc is missing.

@@ -549,5 +549,14 @@ func (s slogger) Warnf(ctx context.Context, f string, a ...any) {
 	s.l.WarnContext(ctx, fmt.Sprintf(f, a...))
 }
 func (s slogger) Errorf(ctx context.Context, f string, a ...any) {
+	for _, v := range a {
+		if err, ok := v.(error); ok && errors.Is(err, adaptation.ErrWasmDisabled) {
+			// corrald is built with nri_no_wasm (Makefile BUILDTAGS): the
+			// library calls that an error at every start, but it is the
+			// build's choice, not a fault.
+			s.l.InfoContext(ctx, "NRI: this build runs plugins as processes only, not WebAssembly ones")
+			return
+		}
+	}
 	s.l.ErrorContext(ctx, fmt.Sprintf(f, a...))
 }
