@@ -219,13 +219,23 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 	// The pid is recorded when the container starts (StartContainer has
 	// it from the shim again): one write less here, and a created
 	// container's pid is the runtime's blocked init, of no use to anyone.
-	_, err = sh.Task.Create(ctx, &taskapi.CreateTaskRequest{
+	// As in RunPodSandbox: a Create the shim did not answer (it died
+	// under it) may have left the runtime making the container alone;
+	// one the caller left is finished all the same (bg) and undone below.
+	answered := false
+	undo = append(undo, func() {
+		if !answered {
+			s.settleCutShortCreate(bg, log, bundle, id, shimOpts)
+		}
+	})
+	_, err = sh.Task.Create(bg, &taskapi.CreateTaskRequest{
 		ID: id, Bundle: bundle, Terminal: cfg.GetTty(), Stdin: stdin, Stdout: stdout, Stderr: stdout, Options: opts,
 		Rootfs: []*types.Mount{{Type: "overlay", Source: "overlay", Options: []string{overlay}}},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create container %q: %w", cfg.Metadata.Name, taskErr(err))
 	}
+	answered = true
 	undo = append(undo, func() {
 		sh.Task.Kill(bg, &taskapi.KillRequest{ID: id, Signal: uint32(unix.SIGKILL), All: true})
 		waitTask(bg, sh, id, 5*time.Second)

@@ -217,10 +217,22 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 		sh.Task.Shutdown(bg, &taskapi.ShutdownRequest{ID: id})
 		s.shims.drop(id)
 	})
-	created, err := sh.Task.Create(ctx, &taskapi.CreateTaskRequest{ID: id, Bundle: bundle, Options: opts.RuntimeOptions})
+	// Until Create answers, the pause container may be half made: a shim
+	// killed under Create leaves its runtime process working alone.
+	// Create is not cut short by the caller leaving (bg), so that an
+	// answer always comes from a live shim, and the undo below knows
+	// what there is to undo.
+	answered := false
+	undo = append(undo, func() {
+		if !answered {
+			s.settleCutShortCreate(bg, log, bundle, id, opts)
+		}
+	})
+	created, err := sh.Task.Create(bg, &taskapi.CreateTaskRequest{ID: id, Bundle: bundle, Options: opts.RuntimeOptions})
 	if err != nil {
 		return nil, fmt.Errorf("runtime handler %q: create pause container: %w", handler, taskErr(err))
 	}
+	answered = true
 	undo = append(undo, func() {
 		sh.Task.Kill(bg, &taskapi.KillRequest{ID: id, Signal: uint32(unix.SIGKILL), All: true})
 		waitTask(bg, sh, id, 5*time.Second)
