@@ -124,6 +124,10 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
 		return nil, fmt.Errorf("restore from checkpoint: %w", errdefs.ErrNotImplemented)
 	}
+	// A Create is finished whole even if its caller leaves (corrald
+	// killed, its connection closed): a runtime killed half-way leaves a
+	// container that neither the shim nor corrald knows of.
+	ctx = context.WithoutCancel(ctx)
 	spec, err := readBundle(r.Bundle)
 	if err != nil {
 		return nil, err

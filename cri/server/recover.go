@@ -96,7 +96,10 @@ func (s *Server) recoverPod(ctx context.Context, sb metadata.Sandbox) {
 			continue
 		}
 		st, err := sh.Task.State(ctx, &taskapi.StateRequest{ID: c.ID})
-		if err = taskErr(err); err != nil {
+		if err = taskErr(err); errdefs.IsNotFound(err) && c.State == metadata.ContainerCreated {
+			st, err = s.recoverCutShortCreate(ctx, sb, sh, c.ID)
+		}
+		if err != nil {
 			if errdefs.IsNotFound(err) {
 				s.containerExited(c, 255, time.Now(), "Unknown")
 			} else {
@@ -114,6 +117,33 @@ func (s *Server) recoverPod(ctx context.Context, sb metadata.Sandbox) {
 			s.taskExited(ctx, sb.ID, int32(st.GetExitStatus()), time.Now())
 		}
 	}
+}
+
+// recoverCutShortCreate is for a created container its shim does not know:
+// a CreateContainer the crash cut short, whose Create the shim may still be
+// working on (it finishes a Create whose caller left). It waits for the
+// runtime process making the container, and asks the shim again; a
+// container still unknown then is one the Create never made whole, and
+// the shim binary's delete removes what the runtime made of it, which
+// nothing else would: the shim's own Delete knows only its containers.
+func (s *Server) recoverCutShortCreate(ctx context.Context, sb metadata.Sandbox, sh *shimclient.Shim, id string) (*taskapi.StateResponse, error) {
+	bundle := s.paths.containerBundle(id)
+	waitRuntimeProcesses(bundle, id, runtimeGrace)
+	var err error
+	for range 10 {
+		var st *taskapi.StateResponse
+		st, err = sh.Task.State(ctx, &taskapi.StateRequest{ID: id})
+		if err = taskErr(err); !errdefs.IsNotFound(err) {
+			return st, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if opts, oerr := s.podShimOptions(sb); oerr == nil {
+		if _, derr := shimclient.Delete(context.WithoutCancel(ctx), bundle, id, opts); derr != nil {
+			s.log.Warn("recover: shim delete of a container a Create left half made", "container", id, "error", derr)
+		}
+	}
+	return nil, err
 }
 
 // startedShim is the address a shim started for pod id wrote into the
