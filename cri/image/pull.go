@@ -105,11 +105,13 @@ func (s *Service) pull(ctx context.Context, normalized string, auth authn.Authen
 	}
 	rec, err := s.fetch(ctx, ref, desc, img, st, log)
 	if err != nil {
+		// What arrived before the failure (the manifest, the config, some
+		// layers and their snapshots) no image names: collected now, not
+		// at the next removal. A pull in progress holds its own.
+		if gerr := s.GC(context.WithoutCancel(ctx)); gerr != nil {
+			log.Warn("gc after a failed pull", "error", gerr)
+		}
 		return metadata.Image{}, s.cause(ctx, fmt.Errorf("pull %s from %s: %w", normalized, endpoint, err))
-	}
-	rec, err = s.record(ref, rec)
-	if err != nil {
-		return metadata.Image{}, err
 	}
 	elapsed := time.Since(start)
 	log.Info("pull done", "id", rec.ID, "from", endpoint, "bytes", st.done.Load(), "size", rec.Size,
@@ -284,7 +286,7 @@ func classify(err error) error {
 }
 
 // fetch stores the image's blobs and unpacks its layers, downloading only
-// what is missing.
+// what is missing, and records the image.
 func (s *Service) fetch(ctx context.Context, ref name.Reference, desc *remote.Descriptor, img v1.Image, st *pullState, log *slog.Logger) (metadata.Image, error) {
 	manifestDigest, err := img.Digest()
 	if err != nil {
@@ -447,7 +449,9 @@ func (s *Service) fetch(ctx context.Context, ref name.Reference, desc *remote.De
 	if desc.Digest != manifestDigest {
 		rec.Extra[extraIndex] = desc.Digest.String()
 	}
-	return rec, nil
+	// Recorded while the hold stands: a collection between the two would
+	// take what the record is about to name.
+	return s.record(ref, rec)
 }
 
 // extra keys of an image record.

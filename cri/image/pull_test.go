@@ -29,6 +29,7 @@ type fakeRegistry struct {
 	srv       *httptest.Server
 	blobGets  atomic.Int32
 	stallBlob atomic.Bool
+	failBlob  atomic.Value // a digest whose download answers 404
 	release   chan struct{}
 }
 
@@ -39,6 +40,10 @@ func newFakeRegistry(t *testing.T) *fakeRegistry {
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
 			f.blobGets.Add(1)
+			if d, _ := f.failBlob.Load().(string); d != "" && strings.HasSuffix(r.URL.Path, d) {
+				http.Error(w, `{"errors":[{"code":"BLOB_UNKNOWN","message":"cut"}]}`, http.StatusNotFound)
+				return
+			}
 			if f.stallBlob.Load() {
 				select {
 				case <-f.release:
@@ -201,6 +206,39 @@ func TestPullCancelledByCaller(t *testing.T) {
 	defer cancel()
 	if _, err := s.Pull(ctx, reg.host()+"/slow:1", nil); err == nil {
 		t.Fatal("pull outlived its context")
+	}
+}
+
+// TestFailedPullLeavesNothing: a pull that fails after some of its blobs
+// arrived (the registry lost a layer, the disk filled) leaves no blob or
+// snapshot behind: no image names them, so nothing else would remove
+// them before the next image removal. The chaos suite found them left.
+func TestFailedPullLeavesNothing(t *testing.T) {
+	reg := newFakeRegistry(t)
+	img := reg.push(t, "partial:1", 3)
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := layers[2].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.failBlob.Store(d.String())
+	s := newTestService(t, time.Minute)
+	if _, err := s.Pull(context.Background(), reg.host()+"/partial:1", nil); err == nil {
+		t.Fatal("the pull succeeded without its last layer")
+	}
+	if blobs, err := s.content.list(); err != nil || len(blobs) > 0 {
+		t.Errorf("blobs left: %v (%v)", blobs, err)
+	}
+	if snaps, err := s.snaps.List(); err != nil || len(snaps) > 0 {
+		t.Errorf("snapshots left: %v (%v)", snaps, err)
+	}
+	// And the next pull, with the layer back, fetches it all again.
+	reg.failBlob.Store("")
+	if _, err := s.Pull(context.Background(), reg.host()+"/partial:1", nil); err != nil {
+		t.Fatal(err)
 	}
 }
 
