@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -143,4 +146,204 @@ func TestCorraldSettlesDeadShim(t *testing.T) {
 			e.checkNoLeaks(t)
 		})
 	}
+}
+
+// TestCreateCutShort: a shim killed while its runtime creates the
+// pause container or a container leaves the runtime process working on
+// alone; the chaos suite found it making the container after corrald had
+// rolled the call back, and its runc state, process, cgroups, network
+// namespace and mounts outliving every record. The runtime here is runc
+// behind a wrapper that, while ARM exists, holds create and run for two
+// seconds after runc made the container: the shim is killed in that
+// window, with the container made and the shim not told. Each failed call must leave
+// nothing with its ID once it returns, and the pod around the container
+// must still go cleanly.
+func TestCreateCutShort(t *testing.T) {
+	var dir string
+	e := newPodEnvWithConfig(t, loopbackConflist, func(d string) string {
+		dir = d
+		wrapper := fmt.Sprintf(`#!/bin/sh
+# runc; while %[1]s/ARM exists, create and run are held up for two seconds
+# after runc made the container, before the shim hears of it.
+for last; do :; done
+for a in "$@"; do
+	case "$a" in
+	create|run)
+		if [ -e %[1]s/ARM ]; then
+			runc "$@"
+			rc=$?
+			echo "$$ $last" > %[1]s/STARTED.tmp && mv %[1]s/STARTED.tmp %[1]s/STARTED
+			sleep 2
+			exit $rc
+		fi
+		break ;;
+	esac
+done
+exec runc "$@"
+`, d)
+		os.WriteFile(filepath.Join(d, "slow-runc"), []byte(wrapper), 0o755)
+		return fmt.Sprintf("[runtimes.slow-runc]\nshim = \"containerd-shim-corral-v2\"\nruntime = %q\n", filepath.Join(d, "slow-runc"))
+	})
+	arm := func(on bool) {
+		os.Remove(filepath.Join(dir, "STARTED"))
+		if on {
+			os.WriteFile(filepath.Join(dir, "ARM"), nil, 0o644)
+		} else {
+			os.Remove(filepath.Join(dir, "ARM"))
+		}
+	}
+	// inWindow waits for the wrapper to hold a create up, and returns the
+	// wrapper's pid and the ID being created.
+	inWindow := func(t *testing.T) (int, string) {
+		var pid int
+		var id string
+		waitUntil(t, 30*time.Second, "the runtime wrapper holding a create", func() (bool, string) {
+			b, err := os.ReadFile(filepath.Join(dir, "STARTED"))
+			if err != nil {
+				return false, err.Error()
+			}
+			_, err = fmt.Sscan(string(b), &pid, &id)
+			return err == nil, string(b)
+		})
+		e.watch.trackID(id)
+		return pid, id
+	}
+	// killShimInWindow kills the shim whose runtime the wrapper holds up,
+	// and returns the ID being created.
+	killShimInWindow := func(t *testing.T) string {
+		pid, id := inWindow(t)
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatalf("the wrapper %d: %v", pid, err)
+		}
+		s := string(stat)
+		var ppid int
+		fmt.Sscan(strings.Fields(s[strings.LastIndexByte(s, ')')+1:])[1], &ppid)
+		if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", ppid)); !strings.Contains(string(cmd), "containerd-shim-corral-v2") {
+			t.Fatalf("the wrapper's parent %d is not a shim: %q", ppid, cmd)
+		}
+		syscall.Kill(ppid, syscall.SIGKILL)
+		return id
+	}
+	// nothingNamed checks, once the call has returned, that nothing on
+	// the host carries id: no runc state, process, mount, cgroup or
+	// file under corrald's dirs.
+	nothingNamed := func(t *testing.T, id string) {
+		t.Helper()
+		expectWithin(t, 10*time.Second, "nothing left by "+id[:12], func() (bool, string) {
+			var left []string
+			for _, root := range e.watch.runcRootsNow() {
+				if slices.Contains(runcContainers(root), id) {
+					left = append(left, "runc state in "+root)
+				}
+			}
+			for _, m := range mountsUnder(e.dir) {
+				if strings.Contains(m, id) {
+					left = append(left, "mount "+m)
+				}
+			}
+			if cg := cgroupsNamed(id); len(cg) > 0 {
+				left = append(left, fmt.Sprintf("cgroups %v", cg))
+			}
+			procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+			for _, p := range procs {
+				if b, _ := os.ReadFile(p); strings.Contains(string(b), id) {
+					left = append(left, fmt.Sprintf("process %s: %q", filepath.Base(filepath.Dir(p)), b))
+				}
+			}
+			for _, d := range []string{"sandboxes", "containers", "netns"} {
+				for _, base := range []string{e.state, e.root} {
+					if _, err := os.Stat(filepath.Join(base, d, id)); err == nil {
+						left = append(left, filepath.Join(base, d, id))
+					}
+				}
+			}
+			return len(left) == 0, strings.Join(left, "; ")
+		})
+	}
+
+	t.Run("pause container", func(t *testing.T) {
+		arm(true)
+		defer arm(false)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := e.rt.RunPodSandbox(ctxTimeout(t, time.Minute), &runtimeapi.RunPodSandboxRequest{Config: e.podConfig("cut-pause"), RuntimeHandler: "slow-runc"})
+			errc <- err
+		}()
+		id := killShimInWindow(t)
+		if err := <-errc; err == nil {
+			t.Fatal("RunPodSandbox succeeded with its shim killed")
+		} else {
+			t.Logf("RunPodSandbox: %v", err)
+		}
+		if pods := e.listPods(t, nil); len(pods) != 0 {
+			t.Errorf("pods listed: %v", pods)
+		}
+		nothingNamed(t, id)
+	})
+
+	t.Run("container", func(t *testing.T) {
+		pod := e.podConfig("cut-container")
+		resp, err := e.rt.RunPodSandbox(e.ctx(), &runtimeapi.RunPodSandboxRequest{Config: pod, RuntimeHandler: "slow-runc"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		podID := resp.PodSandboxId
+		e.watch.trackID(podID)
+		arm(true)
+		defer arm(false)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := e.rt.CreateContainer(ctxTimeout(t, time.Minute), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: e.containerConfig("cut", "sleep", "3600"), SandboxConfig: pod})
+			errc <- err
+		}()
+		id := killShimInWindow(t)
+		if err := <-errc; err == nil {
+			t.Fatal("CreateContainer succeeded with its shim killed")
+		} else {
+			t.Logf("CreateContainer: %v", err)
+		}
+		if cs := e.listContainers(t, nil); len(cs) != 0 {
+			t.Errorf("containers listed: %v", cs)
+		}
+		nothingNamed(t, id)
+		e.removePod(t, podID)
+	})
+
+	// corrald killed while the shim creates a container: the shim
+	// finishes the Create, and the restarted corrald, finding the
+	// container still in the making, waits for it instead of calling it
+	// exited while its process runs.
+	t.Run("corrald killed under CreateContainer", func(t *testing.T) {
+		pod := e.podConfig("cut-daemon")
+		resp, err := e.rt.RunPodSandbox(e.ctx(), &runtimeapi.RunPodSandboxRequest{Config: pod, RuntimeHandler: "slow-runc"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		podID := resp.PodSandboxId
+		e.watch.trackID(podID)
+		arm(true)
+		defer arm(false)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := e.rt.CreateContainer(ctxTimeout(t, time.Minute), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: e.containerConfig("cut", "sleep", "3600"), SandboxConfig: pod})
+			errc <- err
+		}()
+		_, id := inWindow(t)
+		e.killDaemon(t)
+		<-errc
+		e.restart(t)
+		st, _ := e.containerStatus(t, id)
+		runcHas := false
+		for _, root := range e.watch.runcRootsNow() {
+			runcHas = runcHas || slices.Contains(runcContainers(root), id)
+		}
+		t.Logf("after the restart: %s, runc state: %v", st.State, runcHas)
+		if st.State == runtimeapi.ContainerState_CONTAINER_EXITED && runcHas {
+			t.Errorf("the container is EXITED (%s, %d) while runc has it", st.Reason, st.ExitCode)
+		}
+		e.removePod(t, podID)
+		nothingNamed(t, id)
+	})
+	e.checkNoLeaks(t)
 }
