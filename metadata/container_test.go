@@ -254,3 +254,48 @@ func TestContainerErrorsNameTheRecord(t *testing.T) {
 		t.Errorf("got %v, want the missing sandbox named", err)
 	}
 }
+
+// An update that leaves the record as stored returns it without a commit
+// (no write, no fdatasync); one that changes it commits.
+func TestUpdateUnchangedDoesNotCommit(t *testing.T) {
+	s := newStoreWithSandboxes(t)
+	if err := s.CreateContainer(testContainer("c1", "sb1", "app")); err != nil {
+		t.Fatal(err)
+	}
+	exit := func(c *Container) error {
+		c.State, c.ExitCode, c.Reason = ContainerExited, 137, "Error"
+		return nil
+	}
+	writes := func() int64 { st := s.db.Stats(); return st.TxStats.GetWrite() }
+
+	before := writes()
+	first, err := s.UpdateContainer("c1", exit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if writes() == before {
+		t.Fatal("a changing update wrote nothing")
+	}
+	before = writes()
+	again, err := s.UpdateContainer("c1", exit)
+	if err != nil {
+		t.Fatalf("unchanged update: %v", err)
+	}
+	if n := writes() - before; n != 0 {
+		t.Errorf("an unchanged update wrote %d times", n)
+	}
+	sameJSON(t, again, first)
+	stored, err := s.GetContainer("c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameJSON(t, stored, first)
+
+	// Sandboxes share the code.
+	if _, err := s.UpdateSandbox("sb1", func(sb *Sandbox) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n := writes() - before; n != 0 {
+		t.Errorf("an unchanged sandbox update wrote %d times", n)
+	}
+}

@@ -3,6 +3,7 @@ package metadata
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -101,6 +102,9 @@ func (k *kind[T]) get(db *bolt.DB, id string) (*T, error) {
 // update runs fn on the stored record and writes the result, all in one
 // write transaction: two updates of the same record cannot lose each other's
 // change, and an error from fn (returned as is) leaves the record untouched.
+// An update that changes nothing (an exit reported both by the shim's event
+// and by StopContainer's own wait) is rolled back instead of committed: a
+// commit is two fdatasyncs, whether or not a byte changed.
 func (k *kind[T]) update(db *bolt.DB, id string, fn func(*T) error) (*T, error) {
 	if err := validateID(k.name, id); err != nil {
 		return nil, err
@@ -140,18 +144,26 @@ func (k *kind[T]) update(db *bolt.DB, id string, fn func(*T) error) (*T, error) 
 		if err := k.validate(rec); err != nil {
 			return err
 		}
+		stored := data
 		data, err = k.encode(rec)
 		if err != nil {
 			return fmt.Errorf("%s %q: encode: %w", k.name, id, err)
 		}
 		out = rec
+		if bytes.Equal(stored, data) {
+			return errUnchanged
+		}
 		return b.Put([]byte(id), data)
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errUnchanged) {
 		return nil, err
 	}
 	return out, nil
 }
+
+// errUnchanged rolls back an update that would write the bytes already
+// stored.
+var errUnchanged = errors.New("record unchanged")
 
 // delete removes the record and its index entry. A record that no longer
 // decodes can still be deleted: its index entry is then found by value. So
