@@ -172,7 +172,10 @@ func (e *env) setupCNI(t *testing.T, seed uint64) {
 # chaos: the bridge plugin, unless %[1]s says otherwise.
 case "$(cat %[1]s 2>/dev/null)" in
 fail) echo '{"cniVersion":"0.4.0","code":11,"msg":"chaos: injected failure of the bridge plugin"}'; exit 1 ;;
-hang) echo $$ >> %[3]s; exec sleep 3600 ;;
+hang) echo $$ >> %[3]s
+	# The fault may have ended while this pid was being written down.
+	[ "$(cat %[1]s 2>/dev/null)" = hang ] || exit 1
+	exec sleep 3600 ;;
 esac
 exec %[2]s "$@"
 `, e.faultFile, filepath.Join(real, "bridge"), e.hangPids())
@@ -292,12 +295,22 @@ func (e *env) setCNIFault(mode string) {
 	if mode == "" {
 		os.Remove(e.faultFile)
 		// A hanging plugin is left to its caller's timeout; one still
-		// asleep when the fault ends is ended here, by the pid it wrote.
-		b, _ := os.ReadFile(e.hangPids())
-		for _, f := range strings.Fields(string(b)) {
-			pid, _ := strconv.Atoi(f)
-			if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); pid > 0 && string(cmd) == "sleep\x003600\x00" {
-				syscall.Kill(pid, syscall.SIGKILL)
+		// asleep when the fault ends is ended here, by the pid it wrote:
+		// asleep already, or still the wrapper on its way to sleep. A
+		// wrapper that read the fault just before it ended writes its
+		// pid a moment later, so the pids are read a few times.
+		wrapper := filepath.Join(e.cniBin, "bridge")
+		for i := range 5 {
+			if i > 0 {
+				time.Sleep(100 * time.Millisecond)
+			}
+			b, _ := os.ReadFile(e.hangPids())
+			for _, f := range strings.Fields(string(b)) {
+				pid, _ := strconv.Atoi(f)
+				cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+				if pid > 0 && (string(cmd) == "sleep\x003600\x00" || strings.Contains(string(cmd), wrapper)) {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
 			}
 		}
 		os.Remove(e.hangPids())
