@@ -33,8 +33,8 @@ func (s *Server) settleCutShortCreate(ctx context.Context, log *slog.Logger, bun
 }
 
 // waitRuntimeProcesses waits until no runtime process works on container
-// id of bundle, as go-runc runs them ("--bundle BUNDLE ... ID"), killing
-// what is left after grace.
+// id of bundle, as a corral shim runs them (see runtimeCommandFor),
+// killing what is left after grace.
 func waitRuntimeProcesses(bundle, id string, grace time.Duration) {
 	deadline := time.Now().Add(grace)
 	killed := false
@@ -83,13 +83,16 @@ func runtimeProcesses(bundle, id string) []int {
 
 // runtimeCommandFor reports whether args is a runtime command for
 // container id of bundle: its last argument is id, and --bundle names
-// bundle.
+// bundle (create, run) or --log names the bundle's log.json (every
+// command a corral shim runs: start, kill, exec, delete too).
 func runtimeCommandFor(args [][]byte, bundle, id string) bool {
 	if len(args) < 3 || string(args[len(args)-1]) != id {
 		return false
 	}
+	logFile := filepath.Join(bundle, "log.json")
 	for i := 0; i+1 < len(args); i++ {
-		if (string(args[i]) == "--bundle" || string(args[i]) == "-b") && string(args[i+1]) == bundle {
+		switch a, v := string(args[i]), string(args[i+1]); {
+		case (a == "--bundle" || a == "-b") && v == bundle, a == "--log" && v == logFile:
 			return true
 		}
 	}

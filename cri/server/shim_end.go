@@ -104,10 +104,15 @@ func (s *Server) shimGone(ctx context.Context, sb metadata.Sandbox) {
 	}
 	s.taskExited(ctx, sb.ID, 255, now)
 	for _, id := range orphans {
+		// The runtime processes the shim left (a runc start, create or
+		// exec under way) go on alone: a delete before they end would
+		// race them, and a container could start after it was removed.
+		waitRuntimeProcesses(s.paths.containerBundle(id), id, runtimeGrace)
 		if err := s.deleteTask(ctx, sb, id, s.paths.containerBundle(id)); err != nil {
 			s.log.Warn("clean up after a dead shim", "pod", sb.ID, "container", id, "error", err)
 		}
 	}
+	waitRuntimeProcesses(s.paths.sandboxBundle(sb.ID), sb.ID, runtimeGrace)
 	if err := s.deleteTask(ctx, sb, sb.ID, s.paths.sandboxBundle(sb.ID)); err != nil {
 		s.log.Warn("clean up after a dead shim", "pod", sb.ID, "error", err)
 	}

@@ -7,7 +7,9 @@ import (
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/errdefs"
+	"github.com/corral-runtime/corral/cri/shimclient"
 	"github.com/corral-runtime/corral/metadata"
+	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -39,6 +41,7 @@ func (s *Server) StartContainer(ctx context.Context, r *runtimeapi.StartContaine
 	started, err := sh.Task.Start(context.WithoutCancel(ctx), &taskapi.StartRequest{ID: id})
 	if err != nil {
 		err = taskErr(err)
+		s.endFailedStart(context.WithoutCancel(ctx), sb, sh, id)
 		// As containerd does: the container is done, and says why.
 		s.store.UpdateContainer(id, func(rec *metadata.Container) error {
 			rec.State = metadata.ContainerExited
@@ -68,4 +71,25 @@ func (s *Server) StartContainer(ctx context.Context, r *runtimeapi.StartContaine
 	s.hub.publish(s.containerEvent(updated, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT))
 	s.nriPostStartContainer(ctx, sb, updated)
 	return &runtimeapi.StartContainerResponse{}, nil
+}
+
+// endFailedStart ends whatever a failed Start may have started: a shim
+// killed under Start leaves its runtime's start going on alone, and the
+// process would run under a record that says it exited. It waits for the
+// runtime, then kills the container through the shim, or, with the shim
+// gone, has the shim binary's delete kill it and remove its runc state.
+func (s *Server) endFailedStart(ctx context.Context, sb metadata.Sandbox, sh *shimclient.Shim, id string) {
+	bundle := s.paths.containerBundle(id)
+	waitRuntimeProcesses(bundle, id, runtimeGrace)
+	_, err := sh.Task.Kill(ctx, &taskapi.KillRequest{ID: id, Signal: uint32(unix.SIGKILL), All: true})
+	if err = taskErr(err); err == nil || errdefs.IsNotFound(err) || errdefs.IsFailedPrecondition(err) {
+		return
+	}
+	opts, oerr := s.podShimOptions(sb)
+	if oerr != nil {
+		return
+	}
+	if _, derr := shimclient.Delete(ctx, bundle, id, opts); derr != nil {
+		s.log.Warn("end a failed start", "container", id, "error", derr)
+	}
 }
