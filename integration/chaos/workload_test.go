@@ -323,6 +323,14 @@ func (c *client) exec(p *podModel) {
 	if err != nil {
 		return
 	}
+	c.m.mu.Lock()
+	killed := ct.killed
+	c.m.mu.Unlock()
+	if killed && resp.ExitCode == 137 {
+		// The chaos killed the container's init meanwhile, and the
+		// kernel every process of its PID namespace with it.
+		return
+	}
 	if resp.ExitCode != code || strings.TrimSpace(string(resp.Stdout)) != word {
 		c.m.violation("ExecSync in %s: exit code %d and stdout %q, want %d and %q", ct.id, resp.ExitCode, resp.Stdout, code, word)
 	}
