@@ -101,6 +101,14 @@ func (s *Server) deleteTask(ctx context.Context, sb metadata.Sandbox, id, bundle
 	if !errdefs.IsNotFound(err) && !errdefs.IsFailedPrecondition(err) {
 		return err
 	}
+	return s.deleteDeadShimTask(ctx, sb, id, bundle)
+}
+
+// deleteDeadShimTask is deleteTask for a pod whose shim is known to be
+// gone: the shim binary's delete kills what the task left and removes its
+// runc state and mounts. It is not cut short by ctx: a dead shim's pod
+// is settled whole, each delete bounded by its own timeout.
+func (s *Server) deleteDeadShimTask(ctx context.Context, sb metadata.Sandbox, id, bundle string) error {
 	if _, statErr := os.Stat(bundle); statErr != nil {
 		return nil
 	}
@@ -108,7 +116,7 @@ func (s *Server) deleteTask(ctx context.Context, sb metadata.Sandbox, id, bundle
 	if oerr != nil {
 		return oerr
 	}
-	if _, derr := shimclient.Delete(ctx, bundle, id, opts); derr != nil {
+	if _, derr := shimclient.Delete(context.WithoutCancel(ctx), bundle, id, opts); derr != nil {
 		s.log.Warn("shim delete after its shim died", "task", id, "error", derr)
 	}
 	return nil

@@ -108,12 +108,15 @@ func (s *Server) shimGone(ctx context.Context, sb metadata.Sandbox) {
 		// exec under way) go on alone: a delete before they end would
 		// race them, and a container could start after it was removed.
 		waitRuntimeProcesses(s.paths.containerBundle(id), id, runtimeGrace)
-		if err := s.deleteTask(ctx, sb, id, s.paths.containerBundle(id)); err != nil {
+		// Straight to the shim binary: dialling the dead shim for each
+		// container would spend seconds of ctx (recovery gives a pod 10)
+		// on retries, and leave the rest running when it ran out.
+		if err := s.deleteDeadShimTask(ctx, sb, id, s.paths.containerBundle(id)); err != nil {
 			s.log.Warn("clean up after a dead shim", "pod", sb.ID, "container", id, "error", err)
 		}
 	}
 	waitRuntimeProcesses(s.paths.sandboxBundle(sb.ID), sb.ID, runtimeGrace)
-	if err := s.deleteTask(ctx, sb, sb.ID, s.paths.sandboxBundle(sb.ID)); err != nil {
+	if err := s.deleteDeadShimTask(ctx, sb, sb.ID, s.paths.sandboxBundle(sb.ID)); err != nil {
 		s.log.Warn("clean up after a dead shim", "pod", sb.ID, "error", err)
 	}
 }
