@@ -9,13 +9,13 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
-	"syscall"
+	"sync"
 	"time"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/errdefs/pkg/errgrpc"
-	"github.com/containerd/fifo"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/ttrpc"
 	shimapi "github.com/corral-runtime/corral/proto/shim/v1"
@@ -127,8 +127,9 @@ func errorInterceptor(ctx context.Context, u ttrpc.Unmarshaler, info *ttrpc.Unar
 // containerd creates in the bundle, else a shim.log file in the bundle.
 func openShimLog(ctx context.Context) io.WriteCloser {
 	if fi, err := os.Stat("log"); err == nil && fi.Mode()&os.ModeNamedPipe != 0 {
-		if f, err := fifo.OpenFifo(context.WithoutCancel(ctx), "log", syscall.O_WRONLY|syscall.O_NONBLOCK, 0o700); err == nil {
-			return f
+		path, err := filepath.Abs("log")
+		if err == nil {
+			return &fifoLog{path: path}
 		}
 	}
 	f, err := os.OpenFile("shim.log", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
@@ -136,4 +137,55 @@ func openShimLog(ctx context.Context) io.WriteCloser {
 		return nopWriteCloser{io.Discard}
 	}
 	return f
+}
+
+// fifoLog writes to the daemon's log FIFO without ever waiting for it. The
+// daemon reads the FIFO while it runs; killed, it reads nothing until the
+// next one starts, and a write that waited for a reader (or for room in a
+// full pipe) would hold the logger's lock, and with it every request that
+// logs: a Create, and the Delete behind it, hung for good (the chaos suite
+// found pods that could not be removed). So a line no one is reading is
+// dropped, and the FIFO is opened again, non-blocking, for the next one.
+type fifoLog struct {
+	path string
+	mu   sync.Mutex
+	fd   int // valid while open
+	open bool
+}
+
+func (l *fifoLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.open {
+		// ENXIO: no reader now.
+		fd, err := unix.Open(l.path, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return len(p), nil
+		}
+		l.fd, l.open = fd, true
+	}
+	for off := 0; off < len(p); {
+		n, err := unix.Write(l.fd, p[off:])
+		if err != nil {
+			if errors.Is(err, unix.EPIPE) {
+				// The reader went away: open again next time.
+				unix.Close(l.fd)
+				l.open = false
+			}
+			// EAGAIN: the reader is not keeping up; the rest is dropped.
+			return len(p), nil
+		}
+		off += n
+	}
+	return len(p), nil
+}
+
+func (l *fifoLog) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.open {
+		return nil
+	}
+	l.open = false
+	return unix.Close(l.fd)
 }

@@ -7,8 +7,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/ttrpc"
@@ -76,6 +78,52 @@ func TestOpenShimLog(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(dir, "shim.log")); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("shim.log written although the log FIFO exists: %v", err)
+		}
+	})
+
+	// The daemon was killed: no reader, then one that reads nothing, then
+	// one that reads. The shim never waits; what no one read is lost.
+	t.Run("fifo nobody reads", func(t *testing.T) {
+		dir := t.TempDir()
+		mkfifo(t, filepath.Join(dir, "log"))
+		t.Chdir(dir)
+		w := openShimLog(context.Background())
+		defer w.Close()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			io.WriteString(w, "no reader\n")
+			r, err := os.OpenFile(filepath.Join(dir, "log"), os.O_RDONLY|syscall.O_NONBLOCK, 0)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			// 1 MiB into a 64 KiB pipe nobody drains.
+			for range 1024 {
+				io.WriteString(w, strings.Repeat("x", 1023)+"\n")
+			}
+			r.Close()
+			io.WriteString(w, "reader gone\n")
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a log write waited for the daemon")
+		}
+		r, err := os.OpenFile(filepath.Join(dir, "log"), os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		if _, err := io.WriteString(w, "back\n"); err != nil {
+			t.Fatal(err)
+		}
+		// The shim keeps its end open, so read what is there, not to EOF.
+		r.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 64)
+		n, err := r.Read(buf)
+		if got := string(buf[:n]); err != nil || got != "back\n" {
+			t.Errorf("the daemon back read %q, %v", got, err)
 		}
 	})
 }
