@@ -114,3 +114,79 @@ func TestPodNetworkBrokenConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestPodNetworkRollbackKeepsPodWhenDELFails: when RunPodSandbox fails
+// after a plugin reserved an address, and the rollback's CNI DEL fails as
+// well, the pod stays listed NotReady (the address is named by a record,
+// not leaked), the error says so, and StopPodSandbox and RemovePodSandbox
+// free the address once the plugin works again.
+func TestPodNetworkRollbackKeepsPodWhenDELFails(t *testing.T) {
+	bridge := fmt.Sprintf("crt%06x", rand.IntN(1<<24))
+	subnet := fmt.Sprintf("10.199.%d", 100+rand.IntN(100))
+	t.Cleanup(func() { exec.Command("ip", "link", "del", bridge).Run() })
+	ipam, marker := t.TempDir(), filepath.Join(t.TempDir(), "fail")
+	var portmap string
+	for _, d := range []string{"/opt/cni/bin", "/usr/lib/cni"} {
+		if _, err := os.Stat(filepath.Join(d, "portmap")); err == nil {
+			portmap = filepath.Join(d, "portmap")
+			break
+		}
+	}
+	if portmap == "" {
+		t.Fatal("no portmap plugin in /opt/cni/bin or /usr/lib/cni (containernetworking-plugins)")
+	}
+	// portmap passes the previous result on; while the marker exists it
+	// fails ADD and DEL alike, after bridge has reserved an address.
+	plugin := fmt.Sprintf("#!/bin/sh\nif [ -e %s ]; then echo '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"corral test: injected failure\"}'; exit 1; fi\nexec %s \"$@\"\n", marker, portmap)
+	conflist := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "corral-test-flaky", "plugins": [
+		{"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false,
+		 "ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": "%s.0/24"}]]}},
+		{"type": "corral-test-flaky"}]}`, bridge, ipam, subnet)
+	e := newPodEnvWithConfig(t, conflist, func(dir string) string {
+		os.MkdirAll(filepath.Join(dir, "cni-bin"), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, "cni-bin", "corral-test-flaky"), []byte(plugin), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return ""
+	})
+	reserved := func() []string {
+		var ips []string
+		entries, _ := os.ReadDir(filepath.Join(ipam, "corral-test-flaky"))
+		for _, en := range entries {
+			if strings.HasPrefix(en.Name(), subnet+".") {
+				ips = append(ips, en.Name())
+			}
+		}
+		return ips
+	}
+
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.rt.RunPodSandbox(e.ctx(), &runtimeapi.RunPodSandboxRequest{Config: e.podConfig("flaky")})
+	if err == nil || !strings.Contains(err.Error(), "injected failure") || !strings.Contains(err.Error(), "stays listed") {
+		t.Fatalf("RunPodSandbox with a plugin failing ADD and DEL: %v; want the plugin's error and word that the pod stays listed", err)
+	}
+	pods := e.listPods(t, nil)
+	if len(pods) != 1 || pods[0].State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+		t.Fatalf("after the failed RunPodSandbox: %v; want the pod listed, NotReady", pods)
+	}
+	if ips := reserved(); len(ips) != 1 {
+		t.Fatalf("host-local reservations %v; want the one address bridge took", ips)
+	}
+
+	os.Remove(marker)
+	id := pods[0].Id
+	if _, err := e.rt.StopPodSandbox(e.ctx(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+		t.Fatalf("StopPodSandbox once the plugin works: %v", err)
+	}
+	if _, err := e.rt.RemovePodSandbox(e.ctx(), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+		t.Fatalf("RemovePodSandbox: %v", err)
+	}
+	if ips := reserved(); len(ips) != 0 {
+		t.Errorf("addresses %v still reserved after the pod was removed", ips)
+	}
+	if pods := e.listPods(t, nil); len(pods) != 0 {
+		t.Errorf("%d pods listed after RemovePodSandbox", len(pods))
+	}
+}

@@ -114,7 +114,10 @@ func podConfigTOML(dir, conflist string) string {
 	cni := filepath.Join(dir, "cni")
 	os.MkdirAll(cni, 0o755)
 	os.WriteFile(filepath.Join(cni, "10-test.conflist"), []byte(conflist), 0o644)
-	cfg := fmt.Sprintf("[network]\nconf_dir = %q\n", cni)
+	// cni-bin first: a test may put plugins of its own there.
+	cniBin := filepath.Join(dir, "cni-bin")
+	os.MkdirAll(cniBin, 0o755)
+	cfg := fmt.Sprintf("[network]\nconf_dir = %q\nbin_dirs = [%q, \"/opt/cni/bin\", \"/usr/lib/cni\"]\n", cni, cniBin)
 	if _, err := os.Stat(filepath.Join(binDir, "corral-pause")); err != nil {
 		if p, err := filepath.Abs("../bin/corral-pause"); err == nil {
 			if _, err := os.Stat(p); err == nil {

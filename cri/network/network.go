@@ -37,6 +37,19 @@ const (
 // them; files with other names in the dir are ignored.
 var configExts = []string{".conflist", ".conf", ".json"}
 
+// ErrUnattached marks a Setup error from before any plugin ran: there is
+// nothing for a DEL to free, so a failed DEL after it holds nothing either
+// (errors.Is(err, ErrUnattached) on the Setup error).
+var ErrUnattached = errors.New("no CNI plugin ran for the pod")
+
+// Unattached marks err as ErrUnattached without changing its message.
+func Unattached(err error) error { return unattached{err} }
+
+type unattached struct{ error }
+
+func (e unattached) Unwrap() error        { return e.error }
+func (e unattached) Is(target error) bool { return target == ErrUnattached }
+
 // PortMapping is a pod's hostPort, passed to plugins with the portMappings
 // capability (portmap).
 type PortMapping struct {
@@ -166,18 +179,18 @@ func (m *Manager) checkPlugins(conf *netConfig) error {
 // first.
 func (m *Manager) Setup(ctx context.Context, pod Pod) (Result, error) {
 	if err := pod.validate(); err != nil {
-		return Result{}, err
+		return Result{}, Unattached(err)
 	}
 	conf, err := m.config()
 	if err != nil {
-		return Result{}, err
+		return Result{}, Unattached(err)
 	}
 	if err := m.checkPlugins(conf); err != nil {
-		return Result{}, err
+		return Result{}, Unattached(err)
 	}
 	capArgs, err := pod.capabilityArgs()
 	if err != nil {
-		return Result{}, err
+		return Result{}, Unattached(err)
 	}
 	rt := pod.runtimeConf(podIfName, capArgs)
 	res, err := m.cni.AddNetworkList(ctx, conf.list, rt)

@@ -92,6 +92,9 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 	}
 	log := s.log.With("pod", id, "name", md.GetNamespace()+"/"+md.GetName())
 	var undo []func()
+	// netLeft is the CNI DEL that failed during the rollback: the plugins
+	// may still hold an address, a veth or port mappings for this pod.
+	var netLeft error
 	defer func() {
 		if retErr == nil {
 			return
@@ -99,6 +102,23 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 		log.Warn("RunPodSandbox failed, rolling back", "error", retErr)
 		for i := len(undo) - 1; i >= 0; i-- {
 			undo[i]()
+		}
+		if netLeft != nil {
+			// Deleting the record would leave what the plugins hold
+			// named by nothing, for good. Kept NotReady, the pod is
+			// listed, and the kubelet's garbage collection (or anyone's
+			// StopPodSandbox) runs the DEL again; as containerd does
+			// with a sandbox it could not clean up.
+			log.Error("RunPodSandbox rollback: CNI DEL failed; the pod stays listed, NotReady, until StopPodSandbox frees its network", "error", netLeft)
+			s.store.UpdateSandbox(id, func(sb *metadata.Sandbox) error {
+				if sb.Extra == nil {
+					sb.Extra = map[string]string{}
+				}
+				sb.Extra[extraRunFailed] = fmt.Sprintf("%v; then CNI DEL: %v", retErr, netLeft)
+				return nil
+			})
+			retErr = fmt.Errorf("%w; and undoing it, CNI DEL failed (%v): pod %s stays listed, NotReady, until StopPodSandbox frees its network", retErr, netLeft, id)
+			return
 		}
 		s.store.DeleteSandbox(id)
 	}()
@@ -169,8 +189,11 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 			// DEL after a failed ADD too, as the CNI spec asks: the
 			// plugins that ran before the one that failed (an address
 			// host-local reserved, a veth) are freed by nothing else.
-			podNetwork()
-			s.cniTeardown(bg, networkPod(id, cfg, nsPath))
+			_, setupErr := podNetwork()
+			err := s.cniTeardown(bg, networkPod(id, cfg, nsPath))
+			if err != nil && !errors.Is(setupErr, network.ErrUnattached) {
+				netLeft = err
+			}
 		})
 	}
 	var shm string
@@ -285,6 +308,9 @@ const (
 	extraShm        = "shm"         // the pod's /dev/shm mount, "" for ipc NODE
 	extraShimBinary = "shim.binary" // the shim binary the pod was started with
 	extraStopped    = "stopped"     // "true" once StopPodSandbox has finished
+	// extraRunFailed says why a pod whose RunPodSandbox failed is still
+	// listed: its rollback could not free its network.
+	extraRunFailed = "run_failed"
 	// extraCgroupParent is the parent cgroup of the pod's containers, as
 	// the spec takes it; extraCgroup the pod cgroup's path in the
 	// hierarchy; extraCgroupOwned is "true" when corrald chose it (the
@@ -509,7 +535,7 @@ func (s *Server) setupNetwork(ctx context.Context, id string, cfg *runtimeapi.Po
 		// A config that is there but cannot work is an error to report; a
 		// node with no CNI config at all runs loopback-only pods.
 		if files, _ := cniConfigFiles(s.cfg.Network.ConfDir); len(files) > 0 {
-			return nil, fmt.Errorf("pod network: %s: %w", why, errdefs.ErrFailedPrecondition)
+			return nil, network.Unattached(fmt.Errorf("pod network: %s: %w", why, errdefs.ErrFailedPrecondition))
 		}
 		s.log.Warn("pod gets loopback only: no CNI network is configured", "pod", id, "reason", why)
 		return nil, nil
