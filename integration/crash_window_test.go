@@ -149,7 +149,7 @@ func TestCorraldSettlesDeadShim(t *testing.T) {
 }
 
 // TestCreateCutShort: a shim killed while its runtime creates the
-// pause container or a container leaves the runtime process working on
+// pause container or starts a container leaves the runtime process working on
 // alone; the chaos suite found it making the container after corrald had
 // rolled the call back, and its runc state, process, cgroups, network
 // namespace and mounts outliving every record. The runtime here is runc
@@ -282,7 +282,10 @@ exec runc "$@"
 		nothingNamed(t, id)
 	})
 
-	t.Run("container", func(t *testing.T) {
+	// corral makes a container's runtime state at StartContainer (one
+	// runc run), so that is where a shim killed under the runtime leaves
+	// it working alone.
+	t.Run("container, at start", func(t *testing.T) {
 		pod := e.podConfig("cut-container")
 		resp, err := e.rt.RunPodSandbox(e.ctx(), &runtimeapi.RunPodSandboxRequest{Config: pod, RuntimeHandler: "slow-runc"})
 		if err != nil {
@@ -290,31 +293,39 @@ exec runc "$@"
 		}
 		podID := resp.PodSandboxId
 		e.watch.trackID(podID)
+		c, err := e.rt.CreateContainer(e.ctx(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: e.containerConfig("cut", "sleep", "3600"), SandboxConfig: pod})
+		if err != nil {
+			t.Fatal(err)
+		}
 		arm(true)
 		defer arm(false)
 		errc := make(chan error, 1)
 		go func() {
-			_, err := e.rt.CreateContainer(ctxTimeout(t, time.Minute), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: e.containerConfig("cut", "sleep", "3600"), SandboxConfig: pod})
+			_, err := e.rt.StartContainer(ctxTimeout(t, time.Minute), &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId})
 			errc <- err
 		}()
 		id := killShimInWindow(t)
+		if id != c.ContainerId {
+			t.Fatalf("the wrapper holds %s, not the container %s", id, c.ContainerId)
+		}
 		if err := <-errc; err == nil {
-			t.Fatal("CreateContainer succeeded with its shim killed")
+			t.Fatal("StartContainer succeeded with its shim killed")
 		} else {
-			t.Logf("CreateContainer: %v", err)
+			t.Logf("StartContainer: %v", err)
 		}
-		if cs := e.listContainers(t, nil); len(cs) != 0 {
-			t.Errorf("containers listed: %v", cs)
+		st, _ := e.containerStatus(t, id)
+		if st.State != runtimeapi.ContainerState_CONTAINER_EXITED {
+			t.Errorf("after the failed start: %s; want EXITED", st.State)
 		}
-		nothingNamed(t, id)
 		e.removePod(t, podID)
+		nothingNamed(t, id)
 	})
 
-	// corrald killed while the shim creates a container: the shim
-	// finishes the Create, and the restarted corrald, finding the
-	// container still in the making, waits for it instead of calling it
-	// exited while its process runs.
-	t.Run("corrald killed under CreateContainer", func(t *testing.T) {
+	// corrald killed while the shim starts a container: the shim
+	// finishes the start, and the restarted corrald, finding the
+	// container running, records it as running rather than created or
+	// exited.
+	t.Run("corrald killed under StartContainer", func(t *testing.T) {
 		pod := e.podConfig("cut-daemon")
 		resp, err := e.rt.RunPodSandbox(e.ctx(), &runtimeapi.RunPodSandboxRequest{Config: pod, RuntimeHandler: "slow-runc"})
 		if err != nil {
@@ -322,11 +333,15 @@ exec runc "$@"
 		}
 		podID := resp.PodSandboxId
 		e.watch.trackID(podID)
+		c, err := e.rt.CreateContainer(e.ctx(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: e.containerConfig("cut", "sleep", "3600"), SandboxConfig: pod})
+		if err != nil {
+			t.Fatal(err)
+		}
 		arm(true)
 		defer arm(false)
 		errc := make(chan error, 1)
 		go func() {
-			_, err := e.rt.CreateContainer(ctxTimeout(t, time.Minute), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: e.containerConfig("cut", "sleep", "3600"), SandboxConfig: pod})
+			_, err := e.rt.StartContainer(ctxTimeout(t, time.Minute), &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId})
 			errc <- err
 		}()
 		_, id := inWindow(t)
@@ -339,8 +354,8 @@ exec runc "$@"
 			runcHas = runcHas || slices.Contains(runcContainers(root), id)
 		}
 		t.Logf("after the restart: %s, runc state: %v", st.State, runcHas)
-		if st.State == runtimeapi.ContainerState_CONTAINER_EXITED && runcHas {
-			t.Errorf("the container is EXITED (%s, %d) while runc has it", st.Reason, st.ExitCode)
+		if st.State != runtimeapi.ContainerState_CONTAINER_RUNNING || !runcHas {
+			t.Errorf("after the restart: %s (%s), runc state %v; want RUNNING, as the shim finished the start", st.State, st.Reason, runcHas)
 		}
 		e.removePod(t, podID)
 		nothingNamed(t, id)

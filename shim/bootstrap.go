@@ -42,6 +42,18 @@ const SandboxIDAnnotation = "io.kubernetes.cri.sandbox-id"
 // followed by a start. Other shims ignore it and start on Start.
 const StartOnCreateAnnotation = "io.corral.shim.start-on-create"
 
+// CreateAtStartAnnotation, "true" in a bundle's config.json, asks the shim
+// to make the runtime's container only at Start, with one runc run
+// --detach, instead of runc create at Create and runc start at Start: one
+// runtime process less per container, as containerd's CRI plugin gets by
+// creating the task only at StartContainer. Until Start the container has
+// no process: State says CREATED with pid 0, Pids is empty, Stats fails
+// with FailedPrecondition, Kill ends it as a runtime would end its blocked
+// init (exit status 128+signal), and Update changes nothing, since run
+// reads the bundle's config.json, where corrald records every update.
+// Other shims ignore it.
+const CreateAtStartAnnotation = "io.corral.shim.create-at-start"
+
 // maxSocketPath is sun_path's size less the terminating NUL.
 const maxSocketPath = 107
 

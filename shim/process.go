@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
@@ -53,6 +54,9 @@ type process struct {
 	io         *processIO
 	// startedOnCreate is set when Create also started the process.
 	startedOnCreate bool
+	// unmade is set while the runtime has no container for this init
+	// process yet (CreateAtStartAnnotation): Start makes and starts it.
+	unmade bool
 
 	// exited is closed once the exit is recorded and the output drained.
 	exited     chan struct{}
@@ -93,6 +97,14 @@ func (p *process) setExited(status int, at time.Time) bool {
 	return true
 }
 
+// isUnmade reports whether the runtime has yet to make the container
+// (CreateAtStartAnnotation).
+func (p *process) isUnmade() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.unmade
+}
+
 // streams returns the process's stdio, nil before it started.
 func (p *process) streams() *processIO {
 	p.mu.Lock()
@@ -115,8 +127,9 @@ type container struct {
 	ioUID   int
 	ioGID   int
 	init    *process
-	cgroup  string // memory cgroup dir, for OOM notification and stats
-	ownPID  bool   // init is PID 1 of a PID namespace of the container's own
+	cgroup  string // memory cgroup dir, for OOM notification and stats; set with init.unmade cleared
+	opts    *options.Options
+	ownPID  bool // init is PID 1 of a PID namespace of the container's own
 
 	mu    sync.Mutex
 	execs map[string]*process

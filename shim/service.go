@@ -190,6 +190,24 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	}
 	p := newProcess(r.ID, "", st, nil)
 	c.init = p
+	startNow := spec.Annotations[StartOnCreateAnnotation] == "true"
+	if !startNow && spec.Annotations[CreateAtStartAnnotation] == "true" {
+		// The runtime makes it at Start (runAtStart); until then it is
+		// the rootfs and the record.
+		p.unmade = true
+		c.opts = opts
+		s.mu.Lock()
+		s.containers[r.ID] = c
+		s.mu.Unlock()
+		log.Info("created; the runtime makes it at start", "bundle", r.Bundle)
+		s.publisher.Publish(TopicCreate, &eventstypes.TaskCreate{
+			ContainerID: r.ID,
+			Bundle:      r.Bundle,
+			Rootfs:      r.Rootfs,
+			IO:          &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+		})
+		return &taskapi.CreateTaskResponse{}, nil
+	}
 	pio, err := newProcessIO(st, c.ioUID, c.ioGID)
 	if err != nil {
 		return nil, err
@@ -202,7 +220,6 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	}()
 
 	pidFile := filepath.Join(r.Bundle, "init.pid")
-	startNow := spec.Annotations[StartOnCreateAnnotation] == "true"
 	op := "create"
 	if startNow {
 		op = "run"
@@ -218,6 +235,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 		if startNow {
 			o.Detach = true
 			_, err := c.runtime.Run(ctx, r.ID, r.Bundle, o)
+			closeAfterStart(pio)
 			return err
 		}
 		return c.runtime.Create(ctx, r.ID, r.Bundle, o)
@@ -285,6 +303,9 @@ func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 		return nil, fmt.Errorf("%s is %s, not created: %w", p, p.state.status(), errdefs.ErrFailedPrecondition)
 	}
 	if p.id == "" {
+		if p.unmade {
+			return s.runAtStart(ctx, c, p)
+		}
 		if err := c.call("start", func() error { return c.runtime.Start(ctx, c.id) }); err != nil {
 			return nil, err
 		}
@@ -334,6 +355,90 @@ func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 	s.log.Info("exec started", "container", c.id, "exec", p.id, "pid", pid)
 	s.publisher.Publish(TopicExecStarted, &eventstypes.TaskExecStarted{ContainerID: c.id, ExecID: p.id, Pid: uint32(pid)})
 	return &taskapi.StartResponse{Pid: uint32(pid)}, nil
+}
+
+// runAtStart makes and starts, with one runtime process, a container
+// created with CreateAtStartAnnotation. The caller holds p.mu.
+func (s *Service) runAtStart(ctx context.Context, c *container, p *process) (*taskapi.StartResponse, error) {
+	pio, err := newProcessIO(p.stdio, c.ioUID, c.ioGID)
+	if err != nil {
+		return nil, err
+	}
+	pidFile := filepath.Join(c.bundle, "init.pid")
+	err = c.call("run", func() error {
+		_, err := c.runtime.Run(ctx, c.id, c.bundle, &runc.CreateOpts{
+			IO:            pio.runtimeIO(),
+			PidFile:       pidFile,
+			ConsoleSocket: pio.consoleSocket(),
+			NoPivot:       c.opts.NoPivotRoot,
+			NoNewKeyring:  c.opts.NoNewKeyring,
+			Detach:        true,
+		})
+		closeAfterStart(pio)
+		return err
+	})
+	var pid int
+	if err == nil {
+		if pid, err = readPidFile(pidFile); err == nil {
+			err = pio.start(ctx)
+		}
+	}
+	if err != nil {
+		// A failed run removes what it made; a run that worked but whose
+		// pid or streams are lost must not leave its process running
+		// unseen. Either way the container is as it was: unmade.
+		c.runtime.Delete(ctx, c.id, &runc.DeleteOpts{Force: true})
+		pio.close()
+		return nil, err
+	}
+	p.io = pio
+	p.pid = pid
+	p.unmade = false
+	p.state = stateRunning
+	c.cgroup = memoryCgroup(pid)
+	s.registerPid(pid, p)
+	s.startOOMWatch(ctx, c)
+	s.log.Info("started", "container", c.id, "pid", pid)
+	s.publisher.Publish(TopicStart, &eventstypes.TaskStart{ContainerID: c.id, Pid: uint32(pid)})
+	return &taskapi.StartResponse{Pid: uint32(pid)}, nil
+}
+
+// closeAfterStart closes the shim's copies of the ends of the stdio pipes
+// the container got: go-runc does it in Create, not in Run, and while the
+// shim holds them the container's output never reaches EOF.
+func closeAfterStart(pio *processIO) {
+	if c, ok := pio.runtimeIO().(runc.StartCloser); ok {
+		c.CloseAfterStart()
+	}
+}
+
+// endUnmade ends the init process of a container the runtime has not made
+// as the runtime's blocked init would end on sig: exited with 128+sig,
+// reported like any exit. Signals whose default is to be ignored change
+// nothing. It reports whether the process was unmade and created.
+func (s *Service) endUnmade(p *process, sig unix.Signal) bool {
+	p.mu.Lock()
+	if !p.unmade || p.state != stateCreated {
+		p.mu.Unlock()
+		return false
+	}
+	switch sig {
+	case unix.SIGCHLD, unix.SIGCONT, unix.SIGURG, unix.SIGWINCH:
+		p.mu.Unlock()
+		return true
+	}
+	p.state, p.exitStatus, p.exitedAt = stateStopped, 128+int(sig), time.Now()
+	status, at := p.exitStatus, p.exitedAt
+	p.mu.Unlock()
+	s.log.Info("exited before the runtime made it", "container", p.cid, "status", status)
+	s.publisher.Publish(TopicExit, &eventstypes.TaskExit{
+		ContainerID: p.cid,
+		ID:          p.eventID(),
+		ExitStatus:  uint32(status),
+		ExitedAt:    timestamppb.New(at),
+	})
+	p.closeExited()
+	return true
 }
 
 // registerPid ties a pid to its process, or settles the process at once if
@@ -429,9 +534,14 @@ func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 
 	// The init process: the runtime removes the container (killing it if it
 	// was only created), then the rootfs and streams go.
-	err = c.call("delete", func() error { return c.runtime.Delete(ctx, c.id, &runc.DeleteOpts{Force: st == stateCreated}) })
-	if err != nil && !isNotExist(err) {
-		return nil, err
+	if p.isUnmade() {
+		// Nothing for the runtime to remove.
+		s.endUnmade(p, unix.SIGKILL)
+	} else {
+		err = c.call("delete", func() error { return c.runtime.Delete(ctx, c.id, &runc.DeleteOpts{Force: st == stateCreated}) })
+		if err != nil && !isNotExist(err) {
+			return nil, err
+		}
 	}
 	if st == stateCreated {
 		select {
@@ -566,6 +676,9 @@ func (s *Service) Kill(ctx context.Context, r *taskapi.KillRequest) (*emptypb.Em
 	if st == stateStopped && !r.All {
 		return nil, fmt.Errorf("%s: process already finished: %w", p, errdefs.ErrNotFound)
 	}
+	if p.id == "" && s.endUnmade(p, unix.Signal(r.Signal)) {
+		return &emptypb.Empty{}, nil
+	}
 	if p.id == "" && s.reaper != nil && (st == stateRunning || st == stateCreated) &&
 		(!r.All || (r.Signal == uint32(unix.SIGKILL) && c.ownPID)) {
 		return s.signalInit(c, p, pid, unix.Signal(r.Signal))
@@ -627,6 +740,9 @@ func (s *Service) Pids(ctx context.Context, r *taskapi.PidsRequest) (*taskapi.Pi
 	c, err := s.container(r.ID)
 	if err != nil {
 		return nil, err
+	}
+	if c.init.isUnmade() {
+		return &taskapi.PidsResponse{}, nil
 	}
 	var pids []int
 	err = c.call("ps", func() (err error) { pids, err = c.runtime.Ps(ctx, c.id); return err })
@@ -743,6 +859,11 @@ func (s *Service) Update(ctx context.Context, r *taskapi.UpdateTaskRequest) (*em
 	if err := json.Unmarshal(r.Resources.Value, &res); err != nil {
 		return nil, fmt.Errorf("update %q: resources: %w: %w", r.ID, errdefs.ErrInvalidArgument, err)
 	}
+	if c.init.isUnmade() {
+		// run applies the bundle's config.json, where the caller records
+		// the update (CreateAtStartAnnotation).
+		return &emptypb.Empty{}, nil
+	}
 	if err := c.call("update", func() error { return c.runtime.Update(context.WithoutCancel(ctx), c.id, &res) }); err != nil {
 		return nil, err
 	}
@@ -754,6 +875,9 @@ func (s *Service) Stats(ctx context.Context, r *taskapi.StatsRequest) (*taskapi.
 	c, err := s.container(r.ID)
 	if err != nil {
 		return nil, err
+	}
+	if c.init.isUnmade() {
+		return nil, fmt.Errorf("container %q has not started: it has no cgroup yet: %w", c.id, errdefs.ErrFailedPrecondition)
 	}
 	var st *runc.Stats
 	err = c.call("stats", func() (err error) { st, err = c.runtime.Stats(ctx, c.id); return err })

@@ -440,3 +440,114 @@ func TestServiceStartOnCreate(t *testing.T) {
 		t.Errorf("Start ran the runtime: %q", calls)
 	}
 }
+
+// TestServiceCreateAtStart: a bundle that asks for it is made by the
+// runtime only at Start, with one runc run --detach; before that the
+// container has no process, and Kill and Delete end it without the runtime.
+func TestServiceCreateAtStart(t *testing.T) {
+	ctx := context.Background()
+	config := `{"ociVersion":"1.0.2","process":{"args":["sh"],"cwd":"/"},"root":{"path":"rootfs"},"annotations":{"` + CreateAtStartAnnotation + `":"true"}}`
+	setup := func(t *testing.T) (*Service, *fakeRuntime, string) {
+		s, _ := newTestService(t)
+		rt := newFakeRuntime(t)
+		bundle := t.TempDir()
+		writeFile(t, filepath.Join(bundle, "config.json"), config)
+		resp, err := s.Create(ctx, &taskapi.CreateTaskRequest{ID: "c1", Bundle: bundle, Options: rt.options(t)})
+		if err != nil || resp.Pid != 0 {
+			t.Fatalf("Create = %v, %v; want pid 0", resp, err)
+		}
+		return s, rt, bundle
+	}
+	noCalls := func(t *testing.T, rt *fakeRuntime) {
+		t.Helper()
+		if b, err := os.ReadFile(filepath.Join(rt.dir, "calls")); err == nil {
+			t.Errorf("the runtime ran: %q", b)
+		}
+	}
+
+	t.Run("start", func(t *testing.T) {
+		s, rt, bundle := setup(t)
+		st, err := s.State(ctx, &taskapi.StateRequest{ID: "c1"})
+		if err != nil || st.Status != task.Status_CREATED || st.Pid != 0 {
+			t.Fatalf("State after Create = %v, %v; want CREATED, pid 0", st, err)
+		}
+		if pids, err := s.Pids(ctx, &taskapi.PidsRequest{ID: "c1"}); err != nil || len(pids.Processes) != 0 {
+			t.Errorf("Pids before start = %v, %v; want none", pids, err)
+		}
+		if _, err := s.Stats(ctx, &taskapi.StatsRequest{ID: "c1"}); !errdefs.IsFailedPrecondition(err) {
+			t.Errorf("Stats before start: %v; want FailedPrecondition", err)
+		}
+		res, _ := jsonAny(&specs.LinuxResources{})
+		if _, err := s.Update(ctx, &taskapi.UpdateTaskRequest{ID: "c1", Resources: res}); err != nil {
+			t.Errorf("Update before start: %v", err)
+		}
+		noCalls(t, rt)
+		sr, err := s.Start(ctx, &taskapi.StartRequest{ID: "c1"})
+		if err != nil || sr.Pid != noSuchPid {
+			t.Fatalf("Start = %v, %v; want pid %d", sr, err, noSuchPid)
+		}
+		root := runtimeRoot(s.cfg.Address, s.cfg.Namespace, "")
+		want := fmt.Sprintf("--root %s --log %s --log-format json run --bundle %s --pid-file %s --detach c1",
+			root, filepath.Join(bundle, "log.json"), bundle, filepath.Join(bundle, "init.pid"))
+		if calls := rt.calls(t); len(calls) != 1 || calls[0] != want {
+			t.Errorf("runtime called with\n%s\nwant\n%s", strings.Join(calls, "\n"), want)
+		}
+		if _, err := s.Start(ctx, &taskapi.StartRequest{ID: "c1"}); !errdefs.IsFailedPrecondition(err) {
+			t.Errorf("second Start: %v; want FailedPrecondition", err)
+		}
+	})
+
+	t.Run("failed run stays unmade", func(t *testing.T) {
+		s, rt, _ := setup(t)
+		rt.fail(t, "run", "no such file: /bin/sh")
+		if _, err := s.Start(ctx, &taskapi.StartRequest{ID: "c1"}); err == nil || !strings.Contains(err.Error(), "no such file") {
+			t.Fatalf("Start with a failing run: %v; want the runtime's words", err)
+		}
+		if st, err := s.State(ctx, &taskapi.StateRequest{ID: "c1"}); err != nil || st.Status != task.Status_CREATED {
+			t.Errorf("State after a failed Start = %v, %v; want CREATED", st, err)
+		}
+		if _, err := s.Kill(ctx, &taskapi.KillRequest{ID: "c1", Signal: 9, All: true}); err != nil {
+			t.Errorf("Kill: %v", err)
+		}
+		if _, err := s.Delete(ctx, &taskapi.DeleteRequest{ID: "c1"}); err != nil {
+			t.Errorf("Delete: %v", err)
+		}
+	})
+
+	t.Run("kill", func(t *testing.T) {
+		s, rt, _ := setup(t)
+		if _, err := s.Kill(ctx, &taskapi.KillRequest{ID: "c1", Signal: uint32(28)}); err != nil {
+			t.Errorf("Kill SIGWINCH: %v", err)
+		}
+		if st, _ := s.State(ctx, &taskapi.StateRequest{ID: "c1"}); st.GetStatus() != task.Status_CREATED {
+			t.Errorf("State after SIGWINCH: %v; want CREATED", st)
+		}
+		if _, err := s.Kill(ctx, &taskapi.KillRequest{ID: "c1", Signal: uint32(15)}); err != nil {
+			t.Fatalf("Kill SIGTERM: %v", err)
+		}
+		w, err := s.Wait(ctx, &taskapi.WaitRequest{ID: "c1"})
+		if err != nil || w.ExitStatus != 128+uint32(15) {
+			t.Errorf("Wait = %v, %v; want exit status 143", w, err)
+		}
+		if _, err := s.Start(ctx, &taskapi.StartRequest{ID: "c1"}); !errdefs.IsFailedPrecondition(err) {
+			t.Errorf("Start after Kill: %v; want FailedPrecondition", err)
+		}
+		d, err := s.Delete(ctx, &taskapi.DeleteRequest{ID: "c1"})
+		if err != nil || d.ExitStatus != 143 {
+			t.Errorf("Delete = %v, %v; want exit status 143", d, err)
+		}
+		noCalls(t, rt)
+	})
+
+	t.Run("delete", func(t *testing.T) {
+		s, rt, _ := setup(t)
+		d, err := s.Delete(ctx, &taskapi.DeleteRequest{ID: "c1"})
+		if err != nil || d.ExitStatus != 137 {
+			t.Errorf("Delete of a created container = %v, %v; want exit status 137", d, err)
+		}
+		if _, err := s.State(ctx, &taskapi.StateRequest{ID: "c1"}); !errdefs.IsNotFound(err) {
+			t.Errorf("State after Delete: %v; want NotFound", err)
+		}
+		noCalls(t, rt)
+	})
+}

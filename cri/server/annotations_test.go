@@ -12,3 +12,9 @@ func TestStartOnCreateAnnotation(t *testing.T) {
 		t.Errorf("corrald sets %q, the shim reads %q", annotationStartOnCreate, shim.StartOnCreateAnnotation)
 	}
 }
+
+func TestCreateAtStartAnnotation(t *testing.T) {
+	if annotationCreateAtStart != shim.CreateAtStartAnnotation {
+		t.Errorf("corrald sets %q, the shim reads %q", annotationCreateAtStart, shim.CreateAtStartAnnotation)
+	}
+}

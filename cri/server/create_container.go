@@ -186,6 +186,12 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 	if err := s.nriCreateContainer(ctx, sb, rec, sp, &undo); err != nil {
 		return nil, err
 	}
+	// corral's shim makes the runtime's container at StartContainer, with
+	// one runc run instead of runc create now and runc start then.
+	if sp.Annotations == nil {
+		sp.Annotations = map[string]string{}
+	}
+	sp.Annotations[annotationCreateAtStart] = "true"
 	if err := writeSpec(bundle, sp); err != nil {
 		return nil, err
 	}

@@ -107,8 +107,18 @@ func (s *Server) recoverPod(ctx context.Context, sb metadata.Sandbox) {
 			}
 			continue
 		}
-		if st.Status == task.Status_STOPPED {
+		switch {
+		case st.Status == task.Status_STOPPED:
 			s.containerExited(c, int32(st.ExitStatus), st.ExitedAt.AsTime(), "")
+		case c.State == metadata.ContainerCreated && st.Status == task.Status_RUNNING:
+			// A StartContainer cut short after the shim started the
+			// container but before its record said so.
+			s.store.UpdateContainer(c.ID, func(rec *metadata.Container) error {
+				if rec.State == metadata.ContainerCreated {
+					rec.State, rec.PID, rec.StartedAt = metadata.ContainerRunning, st.Pid, time.Now()
+				}
+				return nil
+			})
 		}
 	}
 	if sb.State == metadata.SandboxReady {

@@ -303,6 +303,9 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 // cannot import without linking the shim.
 const annotationStartOnCreate = "io.corral.shim.start-on-create"
 
+// annotationCreateAtStart is shim.CreateAtStartAnnotation.
+const annotationCreateAtStart = "io.corral.shim.create-at-start"
+
 // extra keys of a sandbox record.
 const (
 	extraShm        = "shm"         // the pod's /dev/shm mount, "" for ipc NODE
