@@ -13,22 +13,27 @@
 //
 //	make chaos SEED=7 ROUNDS=200
 //
+// ^C (or SIGTERM) ends a run after the round in progress and removes what
+// it made; the run then fails, as an incomplete one.
+//
 // go test runs a short version (3 rounds, a fixed seed) with the other
 // integration tests.
 package chaos
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"slices"
-
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -80,8 +85,9 @@ func TestChaos(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 0))
 	injected := map[string]int{}
 	var violations []string
+	ran := 0
 	report := func() {
-		t.Logf("chaos: seed %d, %d rounds run", seed, rounds)
+		t.Logf("chaos: seed %d, %d of %d rounds run", seed, ran, rounds)
 		t.Logf("faults injected: %s", formatCounts(injected))
 		t.Logf("calls: %s", formatCounts(m.ops))
 		t.Logf("exit codes checked against the commands': %d containers", len(m.exitsChecked))
@@ -96,8 +102,17 @@ func TestChaos(t *testing.T) {
 	}
 	defer report()
 
+	// Interrupted (^C, SIGTERM), the run ends after the round in progress,
+	// and the cleanups remove what it started: daemons, pods, mounts.
+	interrupted, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
 	ports := hostPorts(t)
 	for round := 1; round <= rounds; round++ {
+		if interrupted.Err() != nil {
+			t.Errorf("interrupted after %d rounds; removing what the run made", ran)
+			break
+		}
 		var wg sync.WaitGroup
 		deadline := time.Now().Add(*roundFlag)
 		for n := range *clientsFlag {
@@ -124,6 +139,7 @@ func TestChaos(t *testing.T) {
 			injected[f.name]++
 		}
 		wg.Wait()
+		ran = round
 		if err := e.restore(); err != nil {
 			violations = append(violations, fmt.Sprintf("round %d: restart: %v", round, err))
 			return
