@@ -672,12 +672,13 @@ func (s *Service) Kill(ctx context.Context, r *taskapi.KillRequest) (*emptypb.Em
 	if r.Signal == 0 || r.Signal > 64 {
 		return nil, fmt.Errorf("signal %d: %w", r.Signal, errdefs.ErrInvalidArgument)
 	}
+	// Before the snapshot: a Start that holds the process makes it first.
+	if p.id == "" && s.endUnmade(p, unix.Signal(r.Signal)) {
+		return &emptypb.Empty{}, nil
+	}
 	st, pid, _, _ := p.snapshot()
 	if st == stateStopped && !r.All {
 		return nil, fmt.Errorf("%s: process already finished: %w", p, errdefs.ErrNotFound)
-	}
-	if p.id == "" && s.endUnmade(p, unix.Signal(r.Signal)) {
-		return &emptypb.Empty{}, nil
 	}
 	if p.id == "" && s.reaper != nil && (st == stateRunning || st == stateCreated) &&
 		(!r.All || (r.Signal == uint32(unix.SIGKILL) && c.ownPID)) {
