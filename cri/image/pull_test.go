@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
 )
 
 // fakeRegistry is go-containerregistry's in-memory registry behind a
@@ -293,5 +294,43 @@ func TestStripTag(t *testing.T) {
 		if got := stripTag(in); got != want {
 			t.Errorf("stripTag(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestNewCollectsCutShortPull: blobs a pull cut short by a crash left,
+// named by no image, are gone once the service starts again; an image's
+// own blobs stay.
+func TestNewCollectsCutShortPull(t *testing.T) {
+	dir := t.TempDir()
+	st, err := metadata.Open(filepath.Join(dir, "meta.db"), metadata.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	open := func() *Service {
+		s, err := New(Options{Root: dir, Store: st, RegistryConfigPath: filepath.Join(dir, "certs.d")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open()
+	kept := []byte(`{"kept":true}`)
+	left := []byte(`{"left":true}`)
+	keptD, leftD := digest.FromBytes(kept).String(), digest.FromBytes(left).String()
+	for d, b := range map[string][]byte{keptD: kept, leftD: left} {
+		if err := s.content.writeBytes(d, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.CreateImage(metadata.Image{ID: keptD, RepoTags: []string{"example.com/kept:1"}}); err != nil {
+		t.Fatal(err)
+	}
+	s = open()
+	if !s.content.has(keptD) {
+		t.Error("the image's blob went")
+	}
+	if s.content.has(leftD) {
+		t.Error("the blob no image names is still there after a restart")
 	}
 }

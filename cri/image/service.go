@@ -101,6 +101,13 @@ func New(opts Options) (*Service, error) {
 		metrics:         opts.Metrics,
 		holds:           make(map[string]int),
 	}
+	// A pull cut short by a crash (corrald killed, the node down) leaves
+	// blobs and snapshots no record names, and nothing else would collect
+	// them until the next removal. No pull runs yet, so whatever no image
+	// or container refers to now is such a leftover.
+	if err := s.GC(context.Background()); err != nil {
+		log.Warn("image gc at start", "error", err)
+	}
 	return s, nil
 }
 
