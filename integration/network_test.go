@@ -143,7 +143,7 @@ func TestPodNetworkRollbackKeepsPodWhenDELFails(t *testing.T) {
 		 "ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": "%s.0/24"}]]}},
 		{"type": "corral-test-flaky"}]}`, bridge, ipam, subnet)
 	e := newPodEnvWithConfig(t, conflist, func(dir string) string {
-		os.MkdirAll(filepath.Join(dir, "cni-bin"), 0o755)
+		// podConfigTOML has made cni-bin, first in bin_dirs.
 		if err := os.WriteFile(filepath.Join(dir, "cni-bin", "corral-test-flaky"), []byte(plugin), 0o755); err != nil {
 			t.Fatal(err)
 		}

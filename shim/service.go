@@ -168,6 +168,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 		ioGID:   int(opts.IoGid),
 		execs:   make(map[string]*process),
 		ownPID:  spec.ownPIDNamespace(),
+		opts:    opts,
 	}
 	if len(r.Rootfs) > 0 {
 		c.rootfs = filepath.Join(r.Bundle, "rootfs")
@@ -195,17 +196,11 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 		// The runtime makes it at Start (runAtStart); until then it is
 		// the rootfs and the record.
 		p.unmade = true
-		c.opts = opts
 		s.mu.Lock()
 		s.containers[r.ID] = c
 		s.mu.Unlock()
 		log.Info("created; the runtime makes it at start", "bundle", r.Bundle)
-		s.publisher.Publish(TopicCreate, &eventstypes.TaskCreate{
-			ContainerID: r.ID,
-			Bundle:      r.Bundle,
-			Rootfs:      r.Rootfs,
-			IO:          &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
-		})
+		s.publisher.Publish(TopicCreate, createEvent(r, 0))
 		return &taskapi.CreateTaskResponse{}, nil
 	}
 	pio, err := newProcessIO(st, c.ioUID, c.ioGID)
@@ -225,20 +220,12 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 		op = "run"
 	}
 	err = c.call(op, func() error {
-		o := &runc.CreateOpts{
-			IO:            pio.runtimeIO(),
-			PidFile:       pidFile,
-			ConsoleSocket: pio.consoleSocket(),
-			NoPivot:       opts.NoPivotRoot,
-			NoNewKeyring:  opts.NoNewKeyring,
-		}
 		if startNow {
-			o.Detach = true
-			_, err := c.runtime.Run(ctx, r.ID, r.Bundle, o)
+			_, err := c.runtime.Run(ctx, r.ID, r.Bundle, c.runtimeOpts(pio, pidFile, true))
 			closeAfterStart(pio)
 			return err
 		}
-		return c.runtime.Create(ctx, r.ID, r.Bundle, o)
+		return c.runtime.Create(ctx, r.ID, r.Bundle, c.runtimeOpts(pio, pidFile, false))
 	})
 	if err != nil {
 		return nil, err
@@ -270,13 +257,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	s.registerPid(pid, p)
 
 	log.Info("created", "pid", pid, "bundle", r.Bundle, "runtime", c.runtime.Command)
-	s.publisher.Publish(TopicCreate, &eventstypes.TaskCreate{
-		ContainerID: r.ID,
-		Bundle:      r.Bundle,
-		Rootfs:      r.Rootfs,
-		IO:          &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
-		Pid:         uint32(pid),
-	})
+	s.publisher.Publish(TopicCreate, createEvent(r, pid))
 	if startNow {
 		s.startOOMWatch(ctx, c)
 		log.Info("started", "pid", pid)
@@ -366,14 +347,7 @@ func (s *Service) runAtStart(ctx context.Context, c *container, p *process) (*ta
 	}
 	pidFile := filepath.Join(c.bundle, "init.pid")
 	err = c.call("run", func() error {
-		_, err := c.runtime.Run(ctx, c.id, c.bundle, &runc.CreateOpts{
-			IO:            pio.runtimeIO(),
-			PidFile:       pidFile,
-			ConsoleSocket: pio.consoleSocket(),
-			NoPivot:       c.opts.NoPivotRoot,
-			NoNewKeyring:  c.opts.NoNewKeyring,
-			Detach:        true,
-		})
+		_, err := c.runtime.Run(ctx, c.id, c.bundle, c.runtimeOpts(pio, pidFile, true))
 		closeAfterStart(pio)
 		return err
 	})
@@ -401,6 +375,30 @@ func (s *Service) runAtStart(ctx context.Context, c *container, p *process) (*ta
 	s.log.Info("started", "container", c.id, "pid", pid)
 	s.publisher.Publish(TopicStart, &eventstypes.TaskStart{ContainerID: c.id, Pid: uint32(pid)})
 	return &taskapi.StartResponse{Pid: uint32(pid)}, nil
+}
+
+// runtimeOpts is what runc create and runc run get for the init process.
+func (c *container) runtimeOpts(pio *processIO, pidFile string, detach bool) *runc.CreateOpts {
+	return &runc.CreateOpts{
+		IO:            pio.runtimeIO(),
+		PidFile:       pidFile,
+		ConsoleSocket: pio.consoleSocket(),
+		NoPivot:       c.opts.NoPivotRoot,
+		NoNewKeyring:  c.opts.NoNewKeyring,
+		Detach:        detach,
+	}
+}
+
+// createEvent is the TaskCreate event of r; pid 0 for a container the
+// runtime makes only at Start.
+func createEvent(r *taskapi.CreateTaskRequest, pid int) *eventstypes.TaskCreate {
+	return &eventstypes.TaskCreate{
+		ContainerID: r.ID,
+		Bundle:      r.Bundle,
+		Rootfs:      r.Rootfs,
+		IO:          &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+		Pid:         uint32(pid),
+	}
 }
 
 // closeAfterStart closes the shim's copies of the ends of the stdio pipes
